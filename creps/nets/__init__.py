@@ -1,0 +1,1 @@
+"""Networks: layers, mapping, generators (one file per network) and the discriminator."""

@@ -1,0 +1,291 @@
+"""CREPS generator: Column-Row Entangled Pixel Synthesis (CVPR 2023).
+
+The image is never built by convolutions. A Fourier-feature *bi-line* input (one row line
+and one column line, each `rank` deep) goes through modulated fully connected layers; each
+block's bi-line output (accumulated over blocks) is turned into a 2-D feature map by the
+outer product of its row and column halves, mixed into the running per-pixel feature by a
+small decoder, and two final blocks of per-pixel modulated FC layers produce the RGB image.
+Because every layer is a function of continuous coordinates, the same weights render at
+any output size.
+
+Internal layout is channels-last: a line is [N, positions, C], a feature map [N, H*W, C],
+so every modulated layer is one batched matmul. Parameter names and shapes equal the
+published implementation's state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+
+from creps.nets.layers import FullyConnectedLayer
+from creps.nets.mapping import MappingNetwork
+from creps.ops.bias_act import bias_act, default_gain
+
+Size = Union[int, Sequence[int]]
+
+
+def modulated_linear(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool) -> torch.Tensor:
+    """Per-sample modulated (and optionally demodulated) linear map: [N, M, I] -> [N, M, O].
+
+    w'_noi = w_oi * s_ni; with demodulation w''_noi = w'_noi / sqrt(sum_i w'_noi^2 + 1e-8).
+    """
+    w = weight.unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
+    if demodulate:
+        w = w * (w.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+    return torch.bmm(x, w.transpose(1, 2).to(x.dtype))
+
+
+def line_coords(n: int, device=None) -> torch.Tensor:
+    """Coordinates of n samples along one image axis: evenly spaced over [0, 1]."""
+    return torch.linspace(0, 1, n, device=device)
+
+
+def _autocast_off(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class ModulatedFC(torch.nn.Module):
+    """Modulated FC layer with demodulation, bias, lrelu and clamping (published `fc0/fc1`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, clamp: Optional[float] = 256):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.clamp = clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        self.act_gain = default_gain("lrelu")
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w)
+        x = modulated_linear(x, self.weight, styles, demodulate=True)
+        return bias_act(x, self.bias, dim=-1, act="lrelu", gain=self.act_gain, clamp=self.clamp)
+
+
+class ToRes(torch.nn.Module):
+    """Modulated FC without demodulation or activation producing a block's residual output."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, clamp: Optional[float] = 256):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.clamp = clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_linear(x, self.weight, styles, demodulate=False)
+        return bias_act(x, self.bias, dim=-1, act="linear", clamp=self.clamp)
+
+
+class BilineInput(torch.nn.Module):
+    """Fourier-feature bi-line input: sin/cos of random frequencies along rows and columns,
+    modulated per channel and per rank slot by an affine map of w."""
+
+    def __init__(self, channels: int, w_dim: int, resolution: int, rank: int = 8, bandwidth: float = 10):
+        super().__init__()
+        if channels % 2:
+            raise ValueError("the input layer needs an even number of channels")
+        self.channels, self.rank, self.resolution = channels, rank, resolution
+        self.register_buffer("freqs", torch.randn(1, channels // 2 * rank) * bandwidth)
+        self.register_buffer("coords", line_coords(resolution).reshape(1, -1, 1, 1).repeat(1, 1, 2, 1))
+        self.weight = torch.nn.Parameter(torch.randn(1, channels, 1, 2 * rank))
+        self.affine = FullyConnectedLayer(w_dim, channels * 2 * rank, bias_init=1)
+
+    def axis_coords(self, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column coordinates; the stored buffer is used at the native size."""
+        n = self.coords.shape[1]
+        rc = self.coords[0, :, 0, 0] if rows == n else line_coords(rows, self.coords.device)
+        cc = self.coords[0, :, 1, 0] if cols == n else line_coords(cols, self.coords.device)
+        return rc, cc
+
+    def _line(self, coords: torch.Tensor, axis: int, mod: torch.Tensor) -> torch.Tensor:
+        # phase[p, c', k] = 2*pi * coords[p] * freqs[c' * rank + k]; channels c' and c' + C/2
+        # hold sin and cos (sin with a quarter-turn shift), as in the published layout.
+        phase = (coords.unsqueeze(1) @ self.freqs).reshape(len(coords), self.channels // 2, self.rank)
+        phase = phase * (2 * math.pi)
+        feats = torch.sin(torch.cat([phase, phase + math.pi / 2], dim=1))  # [P, C, rank]
+        slot = slice(axis * self.rank, (axis + 1) * self.rank)
+        x = feats.unsqueeze(0) * mod[:, :, slot].unsqueeze(1)  # [N, P, C, rank]
+        return x.permute(0, 1, 3, 2).reshape(mod.shape[0], -1, self.channels)  # [N, P*rank, C]
+
+    def forward(self, w: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Returns the bi-line [N, (rows + cols) * rank, C]: row line first, then column line."""
+        with _autocast_off(w.device):
+            w = w.float()
+            mod = self.weight[0, :, 0, :] * self.affine(w).reshape(-1, self.channels, 2 * self.rank)
+            mod = mod / math.sqrt(self.channels)  # [N, C, 2*rank]
+            rc, cc = self.axis_coords(rows, cols)
+            return torch.cat([self._line(rc, 0, mod), self._line(cc, 1, mod)], dim=1)
+
+
+class LineBlock(torch.nn.Module):
+    """One CREPS block on the bi-line: (input | fc0), fc1, and the residual output tores."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, res_channels: int,
+                 clamp: Optional[float], rank: int, bandwidth: float, is_last: bool):
+        super().__init__()
+        self.is_first = in_channels == 0
+        if self.is_first:
+            self.input = BilineInput(out_channels, w_dim, resolution, rank=rank, bandwidth=bandwidth)
+        else:
+            self.fc0 = ModulatedFC(in_channels, out_channels, w_dim, clamp)
+        self.fc1 = ModulatedFC(out_channels, out_channels, w_dim, clamp)
+        self.tores = ToRes(out_channels, res_channels, w_dim, clamp)
+        # The published first block owns a `tores` but only calls it when it is also the last
+        # block (4x4 models): its bi-line output is otherwise never used.
+        self.emits = not self.is_first or is_last
+
+    def forward(self, x: torch.Tensor, ws: list[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x = self.fc0(x, ws[0]) if not self.is_first else x
+        x = self.fc1(x, ws[1])
+        return x, (self.tores(x, ws[2]).float() if self.emits else None)
+
+
+class PixelBlock(torch.nn.Module):
+    """A final per-pixel block: fc0, fc1 and an RGB residual, all styled by the last w."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, img_channels: int, clamp: Optional[float]):
+        super().__init__()
+        self.fc0 = ModulatedFC(in_channels, out_channels, w_dim, clamp)
+        self.fc1 = ModulatedFC(out_channels, out_channels, w_dim, clamp)
+        self.tores = ToRes(out_channels, img_channels, w_dim, clamp)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.fc1(self.fc0(x, w), w)
+        return x, self.tores(x, w).float()
+
+
+def _decoder(channels: int) -> torch.nn.Sequential:
+    widths = [channels, 2 * channels, 4 * channels, 2 * channels, channels]
+    return torch.nn.Sequential(*[FullyConnectedLayer(a, b, activation="lrelu") for a, b in zip(widths, widths[1:])])
+
+
+def outer_feature(line: torch.Tensor, rows: int, cols: int, rank: int) -> torch.Tensor:
+    """Column-row entanglement: F[h, w, c] = sum_k R[h, k, c] * C[w, k, c] / 2 -> [N, H*W, C]."""
+    n, _, ch = line.shape
+    line = line * math.sqrt(0.5)
+    r = line[:, : rows * rank].reshape(n, rows, rank, ch).permute(0, 3, 1, 2)  # [N, C, H, k]
+    c = line[:, rows * rank:].reshape(n, cols, rank, ch).permute(0, 3, 2, 1)  # [N, C, k, W]
+    return (r @ c).permute(0, 2, 3, 1).reshape(n, rows * cols, ch)
+
+
+def resolve_size(img_resolution: int, scale: Optional[float] = None, size: Optional[Size] = None) -> tuple[int, int]:
+    """Output (rows, cols) for a render at `scale` x native or at an explicit `size`."""
+    if size is not None and scale is not None:
+        raise ValueError("give either scale or size, not both")
+    if size is not None:
+        rows, cols = (size, size) if isinstance(size, int) else tuple(size)
+    else:
+        rows = cols = int(img_resolution * (1 if scale is None else scale))
+    if rows < 2 or cols < 2:
+        raise ValueError(f"output size {rows}x{cols} is too small (needs at least 2x2)")
+    return int(rows), int(cols)
+
+
+class SynthesisNetwork(torch.nn.Module):
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, biline_channels: int = 32, rank: int = 8, bandwidth: float = 10,
+                 fc_clamp: Optional[float] = 256, head_clamp: Optional[float] = 256):
+        super().__init__()
+        if img_resolution < 4 or img_resolution & (img_resolution - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.biline_channels, self.rank = biline_channels, rank
+        self.block_resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
+        width = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        prev = 0
+        for r in self.block_resolutions:
+            block = LineBlock(prev, width[r], w_dim, img_resolution, biline_channels, fc_clamp, rank, bandwidth,
+                              is_last=r == img_resolution)
+            self.add_module(f"b{r}", block)
+            prev = width[r]
+        for r in self.block_resolutions[1:]:
+            self.add_module(f"decoder_{r}", _decoder(biline_channels))
+        self.decoder_last = _decoder(biline_channels)
+        self.decoder_img = FullyConnectedLayer(biline_channels, img_channels)
+        self.block0 = PixelBlock(biline_channels, 4 * biline_channels, w_dim, img_channels, head_clamp)
+        self.block1 = PixelBlock(4 * biline_channels, 2 * biline_channels, w_dim, img_channels, head_clamp)
+        # ws rows: block b4 reads (0, 1, 2); each later block starts at the previous block's
+        # fc1 row + 1, so a block's fc0 shares its row with the previous tores (published
+        # layout); the two pixel heads read the last row only.
+        self.num_ws = 2 * len(self.block_resolutions) + 1
+
+    def block_ws_rows(self) -> list[list[int]]:
+        """Rows of ws read by each line block: b4 (0, 1, 2), then (2i - 1, 2i, 2i + 1)."""
+        return [[0, 1, 2]] + [[2 * i - 1, 2 * i, 2 * i + 1] for i in range(1, len(self.block_resolutions))]
+
+    def forward(self, ws: torch.Tensor, size: Optional[Size] = None, scale: Optional[float] = None,
+                noise_mode: str = "const", update_emas: bool = False, force_fp32: bool = False) -> torch.Tensor:
+        del update_emas  # CREPS has no running statistics in synthesis
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        # With neither size nor scale, the output has as many pixels per side as the input
+        # layer's coordinate buffer (so replacing that buffer re-samples, as published).
+        native = self.b4.input.coords.shape[1]
+        rows, cols = resolve_size(native, scale, size) if scale is None else resolve_size(self.img_resolution, scale)
+        if force_fp32:
+            with _autocast_off(ws.device):
+                return self._synthesize(ws.float(), rows, cols)
+        return self._synthesize(ws.float(), rows, cols)
+
+    def _synthesize(self, ws: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        n = ws.shape[0]
+        w_rows = ws.unbind(dim=1)
+        x = line = feature = None
+        for r, idx in zip(self.block_resolutions, self.block_ws_rows()):
+            block = getattr(self, f"b{r}")
+            block_ws = [w_rows[i] for i in idx]
+            if block.is_first:
+                x = block.input(block_ws[0], rows, cols)
+            x, out = block(x, block_ws)
+            if out is None:
+                continue
+            line = out if line is None else line + out
+            new = outer_feature(line, rows, cols, self.rank)
+            # The first emitted feature map is taken as is (so decoder_8 goes unused, as published).
+            feature = new if feature is None else self._decode(getattr(self, f"decoder_{r}"), feature) + new
+        feature = self._decode(self.decoder_last, feature)
+        img = self._decode(self.decoder_img, feature).float()
+        w_last = w_rows[-1]
+        for head in (self.block0, self.block1):
+            feature, out = head(feature, w_last)
+            img = img + out
+        return img.reshape(n, rows, cols, self.img_channels).permute(0, 3, 1, 2).contiguous()
+
+    @staticmethod
+    def _decode(layer: torch.nn.Module, feature: torch.Tensor) -> torch.Tensor:
+        n, m, c = feature.shape
+        return layer(feature.reshape(n * m, c)).reshape(n, m, -1)
+
+
+class Generator(torch.nn.Module):
+    """CREPS generator: mapping network + any-scale bi-line synthesis network."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
+                 biline_channels: int = 32, rank: int = 8, bandwidth: float = 10,
+                 fc_clamp: Optional[float] = 256, head_clamp: Optional[float] = 256,
+                 mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
+                                          biline_channels, rank, bandwidth, fc_clamp, head_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
+                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta)
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False, **synthesis_kwargs):
+        with _autocast_off(z.device):
+            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                              update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)

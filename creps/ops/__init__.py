@@ -1,0 +1,1 @@
+"""Pure-tensor kernels. Nothing in here imports the rest of the package."""
