@@ -1,0 +1,5 @@
+import sys
+
+from creps.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: argument types, and turning UserError into one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from creps.errors import UserError
+
+TRUE = {"1", "true", "t", "yes", "y", "on"}
+FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def parse_bool(text: str) -> bool:
+    """Booleans as the published click options accept them: 1/0, true/false, yes/no, on/off."""
+    value = text.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """'a,b,c' -> ('a', 'b', 'c'); 'none' or '' -> ()."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag on one line with the usage hint, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def run_cli(fn: Callable[[], int | None]) -> int:
+    """Run a command body: UserError -> 'error: ...' on stderr and exit code 2."""
+    try:
+        return int(fn() or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

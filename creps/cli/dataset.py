@@ -1,0 +1,79 @@
+"""`dataset_tool.py` / `creps dataset`: turn a folder or ZIP of images into a training dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from creps.data.tool import TRANSFORMS, convert_dataset
+from creps.errors import UserError
+
+_EPILOG = """examples:
+  dataset_tool.py --source=~/photos --dest=~/datasets/photos-256.zip --resolution=256x256 --transform=center-crop
+  dataset_tool.py --source=~/cats-and-dogs --dest=~/datasets/pets.zip   # one subfolder per class -> labels
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports flag mistakes as a one-line UserError instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        description="Convert a folder or ZIP of PNG/JPEG/WebP images into a training dataset:\n"
+        "PNGs in the published layout (00000/img00000000.png, ...) plus dataset.json with labels\n"
+        "(from the source's dataset.json, or one subfolder per class). Written atomically.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--source", required=True, metavar="DIR|ZIP", help="input folder (searched recursively) or ZIP")
+    parser.add_argument("--dest", required=True, metavar="ZIP|DIR", help="output .zip file, or a new/empty folder")
+    parser.add_argument("--max-images", type=int, metavar="N", help="convert only the first N images (sorted by path)")
+    parser.add_argument("--transform", choices=TRANSFORMS, help="crop before resizing (needs --resolution)")
+    parser.add_argument("--resolution", metavar="WxH", help="output size, e.g. 256x256 (Lanczos resize)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the dataset tool; returns the exit code (0 ok, 2 user error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        summary = convert_dataset(
+            os.path.expanduser(args.source),
+            os.path.expanduser(args.dest),
+            max_images=args.max_images,
+            transform=args.transform,
+            resolution=args.resolution,
+        )
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+    if summary["labels"] == "subfolders":
+        print("labels from class subfolders (index: folder):")
+        for index, name in enumerate(summary["class_names"]):
+            print(f"  {index}: {name}")
+    elif summary["labels"] == "source":
+        print("labels carried over from the source dataset.json")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    width, height = summary["resolution"]
+    channels = {1: "grayscale", 3: "RGB"}[summary["num_channels"]]
+    print(f"wrote {summary['num_images']} {channels} images of {width}x{height} to {summary['dest']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

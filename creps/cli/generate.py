@@ -1,0 +1,94 @@
+"""`creps generate` / `gen_images.py`: images for seeds, at any scale for CREPS networks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from creps.cli.common import Parser, run_cli
+from creps.errors import UserError
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 2:
+        raise argparse.ArgumentTypeError(f"expected N or WxH with sides >= 2, got {text!r}")
+    return values[1], values[0]  # (rows, cols)
+
+
+def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Generate images using a pretrained network snapshot.",
+               epilog="example: python gen_images.py --network=run/network-snapshot-000100.safetensors "
+                      "--seeds=0-3,7 --trunc=0.7 --scale=2 --outdir=out")
+    p.add_argument("--network", required=True, metavar="PATH", help="network snapshot (.safetensors)")
+    p.add_argument("--seeds", required=True, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="FLOAT", help="truncation psi (default: 1)")
+    p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")
+    p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise mode")
+    p.add_argument("--outdir", required=True, metavar="DIR", help="where to save the output images")
+    p.add_argument("--scale", type=_scale, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
+    p.add_argument("--size", type=_size, metavar="N|WxH", help="explicit output size for CREPS networks")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
+    return p
+
+
+def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+
+    def body() -> int:
+        import torch
+
+        from creps.checkpoint import load_snapshot
+        from creps.generate import one_hot, parse_seeds, render, supports_any_scale, to_uint8, write_png, z_from_seed
+
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError as err:
+            raise UserError(f"--seeds: {err}") from None
+        if args.scale is not None and args.size is not None:
+            raise UserError("--scale and --size: give one of them, not both")
+        outdir = Path(os.path.expanduser(args.outdir))
+        if outdir.exists() and not outdir.is_dir():
+            raise UserError(f"--outdir={args.outdir}: exists and is not a directory; pick another --outdir")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        snap = load_snapshot(os.path.expanduser(args.network), device=device, networks=("G_ema",))
+        G = snap.G_ema
+        if (args.scale not in (None, 1.0) or args.size is not None) and not supports_any_scale(G):
+            raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
+        try:
+            c = one_hot(args.class_idx, G.c_dim)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if args.class_idx is not None and G.c_dim == 0:
+            print("warning: --class is ignored for an unconditional network")
+        outdir.mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            print(f"Generating image for seed {seed} ({seeds.index(seed) + 1}/{len(seeds)}) ...")
+            img = render(G, z_from_seed(seed, G.z_dim), c, truncation_psi=args.trunc, noise_mode=args.noise_mode,
+                         scale=args.scale, size=args.size)
+            write_png(outdir / f"seed{seed:04d}.png", to_uint8(img)[0])
+        return 0
+
+    return run_cli(body)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return generate(argv)

@@ -1,0 +1,61 @@
+"""`creps <command> ...`: one entry point for every command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional, Sequence
+
+
+def _train(argv):
+    from creps.cli.train import train
+
+    return train(argv, prog="creps train")
+
+
+def _generate(argv):
+    from creps.cli.generate import generate
+
+    return generate(argv, prog="creps generate")
+
+
+def _dataset(argv):
+    from creps.cli.dataset import main
+
+    return main(argv)
+
+
+def _demo(argv):
+    from creps.cli.demo import demo
+
+    return demo(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "train": (_train, "train a GAN (same flags as train.py)"),
+    "generate": (_generate, "render images from a snapshot (same flags as gen_images.py)"),
+    "dataset": (_dataset, "convert images into a training dataset (same flags as dataset_tool.py)"),
+    "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: creps <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run `creps <command> --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return COMMANDS[name][0](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""`creps train` / `train.py`: the published flags, validated, resolved, then the loop."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from creps.cli.common import Parser, parse_bool, parse_list, run_cli
+from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, not_implemented_reasons, resolve
+from creps.errors import UserError
+
+EXAMPLES = """examples:
+  # Train CREPS for AFHQv2 using 8 GPUs.
+  python train.py --outdir=~/training-runs --cfg=creps --data=~/datasets/afhqv2-512x512.zip \\
+      --gpus=8 --batch=32 --gamma=8.2 --mirror=1
+
+  # Small CREPS on the CPU, no metrics, snapshots every tick.
+  python train.py --outdir=runs --cfg=creps --data=data.zip --gpus=1 --batch=8 --gamma=1 \\
+      --cbase=4096 --cmax=128 --map-depth=2 --aug=noaug --metrics=none --kimg=20 --tick=1 --snap=5
+"""
+
+
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Train CREPS, StyleGAN3-T/R or StyleGAN2 on an image dataset.",
+               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    req = p.add_argument_group("required")
+    req.add_argument("--outdir", required=True, metavar="DIR", help="where to save the results")
+    req.add_argument("--cfg", required=True, choices=CONFIGS, help="base configuration")
+    req.add_argument("--data", required=True, metavar="[ZIP|DIR]", help="training data")
+    req.add_argument("--gpus", type=int, default=1, metavar="INT", help="number of GPUs to use (default: 1)")
+    req.add_argument("--batch", type=int, required=True, metavar="INT", help="total batch size")
+    req.add_argument("--gamma", type=float, required=True, metavar="FLOAT", help="R1 regularization weight")
+    opt = p.add_argument_group("optional features")
+    opt.add_argument("--cond", type=parse_bool, default=False, metavar="BOOL", help="train conditional model")
+    opt.add_argument("--mirror", type=parse_bool, default=False, metavar="BOOL", help="enable dataset x-flips")
+    opt.add_argument("--aug", choices=AUG_MODES, default="ada", help="augmentation mode (default: ada)")
+    opt.add_argument("--resume", metavar="[PATH|URL]", help="resume from given network snapshot")
+    opt.add_argument("--freezed", type=int, default=0, metavar="INT", help="freeze first layers of D (default: 0)")
+    hyper = p.add_argument_group("hyperparameters")
+    hyper.add_argument("--p", type=float, default=0.2, metavar="FLOAT", help="probability for --aug=fixed (default: 0.2)")
+    hyper.add_argument("--target", type=float, default=0.6, metavar="FLOAT", help="target value for --aug=ada (default: 0.6)")
+    hyper.add_argument("--batch-gpu", type=int, metavar="INT", help="limit batch size per GPU (gradient accumulation)")
+    hyper.add_argument("--cbase", type=int, default=32768, metavar="INT", help="capacity multiplier (default: 32768)")
+    hyper.add_argument("--cmax", type=int, default=512, metavar="INT", help="max. feature maps (default: 512)")
+    hyper.add_argument("--glr", type=float, metavar="FLOAT", help="G learning rate (default: varies)")
+    hyper.add_argument("--dlr", type=float, default=0.002, metavar="FLOAT", help="D learning rate (default: 0.002)")
+    hyper.add_argument("--map-depth", type=int, metavar="INT", help="mapping network depth (default: varies)")
+    hyper.add_argument("--mbstd-group", type=int, default=4, metavar="INT", help="minibatch std group size (default: 4)")
+    misc = p.add_argument_group("settings")
+    misc.add_argument("--desc", metavar="STR", help="string to include in result dir name")
+    misc.add_argument("--metrics", type=parse_list, default=("fid50k_full",), metavar="[NAME|A,B,C|none]",
+                      help="quality metrics (default: fid50k_full)")
+    misc.add_argument("--kimg", type=int, default=25000, metavar="KIMG", help="total training duration (default: 25000)")
+    misc.add_argument("--tick", type=int, default=4, metavar="KIMG", help="how often to print progress (default: 4)")
+    misc.add_argument("--snap", type=int, default=50, metavar="TICKS", help="how often to save snapshots (default: 50)")
+    misc.add_argument("--seed", type=int, default=0, metavar="INT", help="random seed (default: 0)")
+    misc.add_argument("--fp32", type=parse_bool, default=False, metavar="BOOL", help="disable mixed-precision")
+    misc.add_argument("--nobench", type=parse_bool, default=False, metavar="BOOL", help="disable cuDNN benchmarking")
+    misc.add_argument("--workers", type=int, default=3, metavar="INT", help="DataLoader worker processes (default: 3)")
+    misc.add_argument("-n", "--dry-run", action="store_true", help="print training options and exit")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(**vars(args))
+
+
+def dataset_info(path: str) -> DatasetInfo:
+    from creps.data.dataset import open_dataset
+
+    ds = open_dataset(path)
+    return DatasetInfo(path=path, name=ds.name, resolution=ds.resolution, channels=ds.num_channels,
+                       size=len(ds), has_labels=ds.has_labels, label_dim=ds.label_dim if ds.has_labels else 0)
+
+
+def _label_dim(path: str) -> int:
+    from creps.data.dataset import open_dataset
+
+    return open_dataset(path, use_labels=True).label_dim
+
+
+def summary_lines(cfg, run_dir_hint: str) -> list[str]:
+    return [
+        f"Output directory:    {run_dir_hint}",
+        f"Number of GPUs:      {cfg.num_gpus}",
+        f"Batch size:          {cfg.batch_size} images ({cfg.batch_gpu} per GPU per pass)",
+        f"Training duration:   {cfg.total_kimg} kimg",
+        f"Dataset path:        {cfg.data.path}",
+        f"Dataset size:        {cfg.data.size} images",
+        f"Dataset resolution:  {cfg.data.resolution}",
+        f"Dataset labels:      {cfg.data.use_labels}",
+        f"Dataset x-flips:     {cfg.data.xflip}",
+    ]
+
+
+def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
+    import os
+
+    args = build_parser(prog).parse_args(argv)
+    args.outdir = os.path.expanduser(args.outdir)
+    args.data = os.path.expanduser(args.data)
+    options = options_from_args(args)
+
+    def body() -> int:
+        from creps.train.rundir import check_outdir, next_run_dir
+
+        check_options(options)
+        check_outdir(options.outdir)
+        info = dataset_info(options.data)
+        if options.cond and info.has_labels:
+            info = DatasetInfo(**{**info.__dict__, "label_dim": _label_dim(options.data)})
+        cfg = resolve(options, info)
+        run_dir = next_run_dir(options.outdir, cfg.run_desc)
+        print("\nTraining options:")
+        print(cfg.to_json())
+        print()
+        for line in summary_lines(cfg, str(run_dir)):
+            print(line)
+        print()
+        warnings = gpu_warnings(cfg.num_gpus)
+        reasons = not_implemented_reasons(cfg)
+        if options.dry_run:
+            for w in warnings + [f"note: {r}; a real run stops here" for r in reasons]:
+                print(f"warning: {w}" if not w.startswith("note:") else w)
+            print("Dry run; exiting.")
+            return 0
+        if reasons:
+            raise UserError(reasons[0])
+        return launch(cfg)
+
+    return run_cli(body)
+
+
+def gpu_warnings(gpus: int) -> list[str]:
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have >= gpus:
+        return []
+    if have == 0:
+        return [f"--gpus={gpus} requested but no CUDA device is present; training would run on the CPU"]
+    return [f"--gpus={gpus} requested but only {have} CUDA device(s) are present"]
+
+
+def launch(cfg) -> int:
+    from creps.train.loop import run
+    from creps.train.rundir import RunLog, create_run_dir
+
+    run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
+    log = RunLog(run_dir / "log.txt")
+    log(f"Run directory: {run_dir}")
+    try:
+        run(cfg, run_dir, log)
+    finally:
+        log.close()
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return train(argv)

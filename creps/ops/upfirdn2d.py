@@ -1,0 +1,244 @@
+"""Upsample, pad, FIR-filter and downsample a batch of 2D images, in plain PyTorch.
+
+Semantics (those of the published `upfirdn2d`, close to `scipy.signal.upfirdn`), per channel:
+
+1. upsample: after every input pixel insert `up - 1` zeros (along each axis);
+2. pad: add zeros on each side of the upsampled image (a negative amount crops);
+3. filter: true convolution with the FIR filter (correlation when `flip_filter`), keeping
+   only outputs whose whole footprint lies inside the padded image ("valid");
+4. downsample: keep every `down`-th output pixel.
+
+Filters are float32 tensors: 2D `[fh, fw]`, or 1D `[taps]` meaning the separable filter
+`outer(f, f)`. `gain` scales the result (applied to the filter: gain^(ndim/2) per tap).
+
+The fast path is zero-insertion + `F.pad` + a depthwise (strided) `conv2d`;
+`upfirdn2d_reference` computes the same sums tap by tap from the definition, for tests.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+IntPair = Union[int, Sequence[int]]
+Padding = Union[int, Sequence[int]]
+
+
+def parse_factor(value: IntPair, name: str = "factor") -> tuple[int, int]:
+    """An up/down factor given as int or (x, y) -> (x, y), both >= 1."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be an int >= 1 or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def parse_padding(padding: Padding) -> tuple[int, int, int, int]:
+    """Padding as int, (x, y) or (x_before, x_after, y_before, y_after) -> the 4-tuple."""
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    items = tuple(int(p) for p in padding)
+    if len(items) == 2:
+        return items[0], items[0], items[1], items[1]
+    if len(items) == 4:
+        return items  # type: ignore[return-value]
+    raise ValueError(f"padding must be an int, [x, y] or [x0, x1, y0, y1], got {padding!r}")
+
+
+def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
+    """(width, height) of a prepared filter; None is the 1x1 identity."""
+    if f is None:
+        return 1, 1
+    if f.ndim not in (1, 2):
+        raise ValueError(f"filter must be 1D (separable) or 2D, got shape {tuple(f.shape)}")
+    return int(f.shape[-1]), int(f.shape[0])
+
+
+def setup_filter(
+    f,
+    device: Union[str, torch.device] = "cpu",
+    normalize: bool = True,
+    flip_filter: bool = False,
+    gain: float = 1,
+    separable: Optional[bool] = None,
+) -> torch.Tensor:
+    """Turn taps (list / array / tensor / None) into a float32 filter for `upfirdn2d`.
+
+    1D taps become a 2D outer product unless `separable` (default: 1D with >= 8 taps).
+    `normalize` makes the taps sum to one (unit DC gain); `gain` scales the signal.
+    """
+    taps = torch.as_tensor(1.0 if f is None else f, dtype=torch.float32).clone()
+    if taps.numel() == 0 or taps.ndim > 2:
+        raise ValueError(f"filter taps must be a non-empty scalar, 1D or 2D array, got shape {tuple(taps.shape)}")
+    if taps.ndim == 0:
+        taps = taps.reshape(1)
+    if separable is None:
+        separable = taps.ndim == 1 and taps.numel() >= 8
+    if taps.ndim == 1 and not separable:
+        taps = torch.outer(taps, taps)
+    if taps.ndim != (1 if separable else 2):
+        raise ValueError("a 2D filter cannot be made separable")
+    if normalize:
+        taps = taps / taps.sum()
+    if flip_filter:
+        taps = taps.flip(list(range(taps.ndim)))
+    taps = taps * (gain ** (taps.ndim / 2))
+    return taps.to(device=device)
+
+
+def _scaled_kernel(f: Optional[torch.Tensor], flip_filter: bool, gain: float, like: torch.Tensor) -> torch.Tensor:
+    """The filter as conv2d should correlate with: gain applied, flipped unless `flip_filter`."""
+    if f is None:
+        f = torch.ones(1, 1, dtype=torch.float32, device=like.device)
+    kernel = f.to(like.dtype) * (gain ** (f.ndim / 2))
+    if not flip_filter:  # conv2d correlates; a true convolution needs the flipped taps
+        kernel = kernel.flip(list(range(kernel.ndim)))
+    return kernel
+
+
+def _insert_zeros(x: torch.Tensor, up_x: int, up_y: int) -> torch.Tensor:
+    """Place each pixel at (i*up_y, j*up_x) of an all-zero image up_y x up_x times larger."""
+    if up_x == 1 and up_y == 1:
+        return x
+    n, ch, h, w = x.shape
+    grid = x.new_zeros(n, ch, h * up_y, w * up_x)
+    grid[:, :, ::up_y, ::up_x] = x
+    return grid
+
+
+def _check_sizes(x: torch.Tensor, f: Optional[torch.Tensor], up, pads) -> None:
+    fw, fh = filter_size(f)
+    wide = x.shape[3] * up[0] + pads[0] + pads[1]
+    tall = x.shape[2] * up[1] + pads[2] + pads[3]
+    if wide < fw or tall < fh:
+        raise ValueError(
+            f"upsampled and padded image ({tall}x{wide}) is smaller than the filter ({fh}x{fw})"
+        )
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: Optional[torch.Tensor],
+    up: IntPair = 1,
+    down: IntPair = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Upsample (zeros), pad, FIR-filter and downsample x [N, C, H, W] (see module doc)."""
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects [N, C, H, W], got shape {tuple(x.shape)}")
+    up_xy = parse_factor(up, "up")
+    down_x, down_y = parse_factor(down, "down")
+    pads = parse_padding(padding)
+    _check_sizes(x, f, up_xy, pads)
+
+    y = _insert_zeros(x, *up_xy)
+    if any(pads):
+        y = F.pad(y, list(pads))  # F.pad crops where an amount is negative
+    kernel = _scaled_kernel(f, flip_filter, gain, y)
+    channels = y.shape[1]
+    if kernel.ndim == 2:
+        bank = kernel.reshape(1, 1, *kernel.shape).repeat(channels, 1, 1, 1)
+        return F.conv2d(y, bank, stride=(down_y, down_x), groups=channels)
+    taps = kernel.numel()
+    along_w = kernel.reshape(1, 1, 1, taps).repeat(channels, 1, 1, 1)
+    along_h = kernel.reshape(1, 1, taps, 1).repeat(channels, 1, 1, 1)
+    y = F.conv2d(y, along_w, stride=(1, down_x), groups=channels)
+    return F.conv2d(y, along_h, stride=(down_y, 1), groups=channels)
+
+
+def upfirdn2d_reference(
+    x: torch.Tensor,
+    f: Optional[torch.Tensor],
+    up: IntPair = 1,
+    down: IntPair = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Plain definition of `upfirdn2d`, tap by tap, with explicit index arithmetic (slow).
+
+    out[o] = sum_k g[k] * u[o * down + k - pad_before], where u is the zero-stuffed input
+    (u[i] = x[i / up] when up divides i, else 0) and g the filter as correlated.
+    """
+    up_x, up_y = parse_factor(up, "up")
+    down_x, down_y = parse_factor(down, "down")
+    px0, px1, py0, py1 = parse_padding(padding)
+    _check_sizes(x, f, (up_x, up_y), (px0, px1, py0, py1))
+    kernel = _scaled_kernel(f, flip_filter, 1.0, x)
+    if kernel.ndim == 1:
+        kernel = torch.outer(kernel, kernel)
+    kernel = kernel * gain
+    fh, fw = kernel.shape
+    n, ch, h, w = x.shape
+    out_h = (h * up_y + py0 + py1 - fh) // down_y + 1
+    out_w = (w * up_x + px0 + px1 - fw) // down_x + 1
+
+    def sources(out_len: int, tap: int, step_down: int, step_up: int, pad0: int, size: int):
+        pos = torch.arange(out_len, device=x.device) * step_down + tap - pad0  # upsampled coordinate
+        hit = (pos >= 0) & (pos < size * step_up) & (pos % step_up == 0)
+        return torch.where(hit, pos // step_up, torch.zeros_like(pos)), hit
+
+    out = x.new_zeros(n, ch, out_h, out_w)
+    for ky in range(fh):
+        rows, row_hit = sources(out_h, ky, down_y, up_y, py0, h)
+        for kx in range(fw):
+            cols, col_hit = sources(out_w, kx, down_x, up_x, px0, w)
+            picked = x[:, :, rows][:, :, :, cols]
+            mask = (row_hit[:, None] & col_hit[None, :]).to(x.dtype)
+            out = out + kernel[ky, kx] * picked * mask
+    return out
+
+
+def filter2d(
+    x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0, flip_filter: bool = False, gain: float = 1
+) -> torch.Tensor:
+    """Filter x with f, padded so the output has the input's size (plus `padding`)."""
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    pads = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=pads, flip_filter=flip_filter, gain=gain)
+
+
+def upsample2d(
+    x: torch.Tensor,
+    f: Optional[torch.Tensor],
+    up: IntPair = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Upsample by `up` with f; the output is `up` times the input (plus `padding`), DC kept."""
+    up_x, up_y = parse_factor(up, "up")
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    pads = [
+        px0 + (fw + up_x - 1) // 2,
+        px1 + (fw - up_x) // 2,
+        py0 + (fh + up_y - 1) // 2,
+        py1 + (fh - up_y) // 2,
+    ]
+    return upfirdn2d(x, f, up=(up_x, up_y), padding=pads, flip_filter=flip_filter, gain=gain * up_x * up_y)
+
+
+def downsample2d(
+    x: torch.Tensor,
+    f: Optional[torch.Tensor],
+    down: IntPair = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Filter with f and keep every `down`-th pixel; the output is the input / `down`."""
+    down_x, down_y = parse_factor(down, "down")
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    pads = [
+        px0 + (fw - down_x + 1) // 2,
+        px1 + (fw - down_x) // 2,
+        py0 + (fh - down_y + 1) // 2,
+        py1 + (fh - down_y) // 2,
+    ]
+    return upfirdn2d(x, f, down=(down_x, down_y), padding=pads, flip_filter=flip_filter, gain=gain)

@@ -1,0 +1,1 @@
+"""Training: losses, EMA, statistics and the loop."""

@@ -1,0 +1,61 @@
+"""Endless, seeded stream of training minibatches from a dataset."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields dataset indices forever: a fresh seeded permutation each epoch.
+
+    `start` skips that many indices of the stream, so a stream can be resumed exactly.
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0):
+        if size < 1:
+            raise ValueError("cannot sample from an empty dataset")
+        self.size, self.seed, self.rank, self.world, self.start = size, seed, rank, world, start
+
+    def __iter__(self) -> Iterator[int]:
+        pos = 0
+        epoch = 0
+        while True:
+            order = np.random.RandomState([self.seed, epoch]).permutation(self.size)
+            for i in order:
+                if pos >= self.start and pos % self.world == self.rank:
+                    yield int(i)
+                pos += 1
+            epoch += 1
+
+
+def _collate(items):
+    images = torch.from_numpy(np.stack([img for img, _ in items]))
+    labels = torch.from_numpy(np.stack([lbl for _, lbl in items]).astype(np.float32))
+    return images, labels
+
+
+def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless iterator of (uint8 images [B, C, H, W], float32 labels [B, label_dim])."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, sampler=EpochSampler(len(dataset), seed), num_workers=workers,
+        pin_memory=pin_memory, collate_fn=_collate, persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+    return iter(loader)
+
+
+class LabelSampler:
+    """Random labels of the training set, for conditioning generated images."""
+
+    def __init__(self, labels: np.ndarray, seed: int):
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, n: int) -> torch.Tensor:
+        if self.labels.shape[1] == 0:
+            return torch.zeros(n, 0)
+        idx = torch.randint(len(self.labels), (n,), generator=self.gen)
+        return self.labels[idx]

@@ -1,0 +1,113 @@
+"""One training iteration: the G and D phases at their intervals, then the G_ema update.
+
+This is the exact code the trainer runs; `benchmarks/bench_train.py` calls it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from creps.config import OptimizerConfig, TrainConfig
+from creps.nets.registry import build_discriminator, build_generator
+from creps.train.ema import ema_beta, update_ema
+from creps.train.loss import GANLoss, Phase
+from creps.train.stats import StatsCollector
+
+
+@dataclass
+class Networks:
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+
+
+def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
+    G = build_generator(cfg.G).to(device).train().requires_grad_(False)
+    D = build_discriminator(cfg.D).to(device).train().requires_grad_(False)
+    G_ema = copy.deepcopy(G).eval()
+    return Networks(G=G, D=D, G_ema=G_ema)
+
+
+def lazy_regularization_adam(opt: OptimizerConfig) -> tuple[float, tuple[float, float]]:
+    """Adam lr and betas corrected for lazy regularisation every k minibatches:
+    with r = k / (k + 1), lr' = lr * r and beta' = beta ** r."""
+    if opt.reg_interval is None:
+        return opt.lr, tuple(opt.betas)
+    ratio = opt.reg_interval / (opt.reg_interval + 1)
+    return opt.lr * ratio, (opt.betas[0] ** ratio, opt.betas[1] ** ratio)
+
+
+def build_phases(cfg: TrainConfig, nets: Networks) -> list[Phase]:
+    phases = []
+    for prefix, module, opt_cfg in (("G", nets.G, cfg.G_opt), ("D", nets.D, cfg.D_opt)):
+        lr, betas = lazy_regularization_adam(opt_cfg)
+        params = list(module.parameters())  # frozen D layers are buffers, never seen here
+        opt = torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=opt_cfg.eps)
+        if opt_cfg.reg_interval is None:
+            phases.append(Phase(f"{prefix}both", module, opt, 1))
+        else:
+            phases.append(Phase(f"{prefix}main", module, opt, 1))
+            phases.append(Phase(f"{prefix}reg", module, opt, opt_cfg.reg_interval))
+    return phases
+
+
+def autocast_factory(device: torch.device, fp32: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """Mixed precision: bfloat16 autocast on CUDA unless --fp32; float32 on CPUs."""
+    enabled = device.type == "cuda" and not fp32
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def sanitize_grads(params: list[torch.nn.Parameter]) -> None:
+    """Replace NaN/Inf gradients so that one bad minibatch cannot poison the weights."""
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, nets: Networks, device: torch.device,
+                 sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None,
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        self.cfg, self.nets, self.device = cfg, nets, device
+        self.sample_labels = sample_labels
+        self.stats = stats or StatsCollector()
+        self.phases = build_phases(cfg, nets)
+        self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, augment=augment,
+                            autocast=autocast_factory(device, cfg.fp32))
+        self.rounds = cfg.batch_size // (cfg.batch_gpu * cfg.num_gpus)
+
+    def step(self, real_img: torch.Tensor, real_c: torch.Tensor, batch_idx: int, cur_nimg: int) -> None:
+        """One iteration on this rank's share of the batch (uint8 images, float labels)."""
+        cfg = self.cfg
+        real_img = real_img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
+        real_c = real_c.to(self.device, non_blocking=True)
+        real_imgs, real_cs = real_img.split(cfg.batch_gpu), real_c.split(cfg.batch_gpu)
+        for phase in self.phases:
+            if batch_idx % phase.interval != 0:
+                continue
+            n = real_img.shape[0]
+            gen_z = torch.randn(n, cfg.G.z_dim, device=self.device)
+            gen_c = self.sample_labels(n).to(self.device)
+            self._run_phase(phase, real_imgs, real_cs, gen_z.split(cfg.batch_gpu), gen_c.split(cfg.batch_gpu),
+                            cur_nimg)
+        beta = ema_beta(cfg.batch_size, cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
+        update_ema(self.nets.G_ema, self.nets.G, beta)
+
+    def _run_phase(self, phase: Phase, real_imgs, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:
+        phase.opt.zero_grad(set_to_none=True)
+        phase.module.requires_grad_(True)
+        # Each round's loss is a mean over its images; dividing the gain by the number of
+        # rounds makes the accumulated gradient the mean over the whole batch, so
+        # --batch-gpu changes memory use, not the training.
+        gain = phase.interval / len(real_imgs)
+        for real_img, real_c, gen_z, gen_c in zip(real_imgs, real_cs, gen_zs, gen_cs):
+            self.loss.accumulate(phase.name, real_img, real_c, gen_z, gen_c, gain=gain, cur_nimg=cur_nimg)
+        phase.module.requires_grad_(False)
+        params = [p for p in phase.module.parameters() if p.grad is not None]
+        sanitize_grads(params)
+        phase.opt.step()

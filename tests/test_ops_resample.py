@@ -1,0 +1,190 @@
+"""upfirdn2d and conv2d_resample against plain definitions, plus float64 gradchecks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from creps.ops.conv2d_resample import conv2d_resample
+from creps.ops.upfirdn2d import (
+    downsample2d,
+    filter2d,
+    setup_filter,
+    upfirdn2d,
+    upfirdn2d_reference,
+    upsample2d,
+)
+
+
+def _rand(*shape, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=dtype)
+
+
+def _numpy_upfirdn_1ch(img: np.ndarray, filt: np.ndarray, up, down, pads, flip, gain) -> np.ndarray:
+    """Pixel-by-pixel scipy-style upfirdn of one [H, W] channel, written as loops."""
+    (ux, uy), (dx, dy), (px0, px1, py0, py1) = up, down, pads
+    h, w = img.shape
+    big = np.zeros((h * uy, w * ux))
+    big[::uy, ::ux] = img
+    padded = np.zeros((h * uy + max(py0, 0) + max(py1, 0), w * ux + max(px0, 0) + max(px1, 0)))
+    padded[max(py0, 0) : max(py0, 0) + h * uy, max(px0, 0) : max(px0, 0) + w * ux] = big
+    padded = padded[max(-py0, 0) : padded.shape[0] - max(-py1, 0), max(-px0, 0) : padded.shape[1] - max(-px1, 0)]
+    taps = filt if flip else filt[::-1, ::-1]
+    fh, fw = taps.shape
+    out = np.zeros(((padded.shape[0] - fh) // dy + 1, (padded.shape[1] - fw) // dx + 1))
+    for oy in range(out.shape[0]):
+        for ox in range(out.shape[1]):
+            acc = 0.0
+            for ky in range(fh):
+                for kx in range(fw):
+                    acc += padded[oy * dy + ky, ox * dx + kx] * taps[ky, kx]
+            out[oy, ox] = acc * gain
+    return out
+
+
+UPFIRDN_CASES = [
+    # up, down, padding, flip_filter, gain
+    (1, 1, 0, False, 1.0),
+    (1, 1, [1, 2, 0, 1], True, 1.0),
+    (2, 1, [2, 1, 2, 1], False, 4.0),
+    (1, 2, [1, 1, 1, 1], False, 1.0),
+    (2, 2, 1, True, 2.5),
+    ((2, 1), (1, 2), [2, 1, 0, 1], False, 1.0),
+    (3, 1, [-1, 2, 1, -1], False, 1.0),
+    (1, 3, [-1, 0, 2, 0], True, 0.5),
+]
+
+
+@pytest.mark.parametrize("up,down,padding,flip,gain", UPFIRDN_CASES)
+@pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 2, 3, 4, 4, 3, 2, 1], "asym2d"])
+def test_upfirdn2d_matches_reference(up, down, padding, flip, gain, taps):
+    if taps == "asym2d":
+        f = _rand(3, 4, dtype=torch.float32, seed=5)
+    else:
+        f = setup_filter(taps, separable=len(taps) >= 8)
+    x = _rand(2, 3, 11, 10, dtype=torch.float64, seed=1)
+    fast = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
+    slow = upfirdn2d_reference(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
+    assert fast.shape == slow.shape
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("up,down,padding,flip,gain", UPFIRDN_CASES[:6])
+def test_reference_matches_numpy_loops(up, down, padding, flip, gain):
+    f = _rand(3, 2, dtype=torch.float32, seed=7)
+    x = _rand(1, 2, 5, 4, seed=8)
+    ours = upfirdn2d_reference(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
+    as_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    pads = [padding] * 4 if isinstance(padding, int) else list(padding)
+    for ch in range(2):
+        want = _numpy_upfirdn_1ch(
+            x[0, ch].numpy(), f.double().numpy(), as_pair(up), as_pair(down), pads, flip, gain
+        )
+        np.testing.assert_allclose(ours[0, ch].numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_setup_filter():
+    f = setup_filter([1, 3, 3, 1])
+    assert f.shape == (4, 4) and f.dtype == torch.float32
+    assert abs(f.sum().item() - 1) < 1e-7
+    torch.testing.assert_close(f, torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64)
+    assert setup_filter([1] * 8).shape == (8,)  # long 1D filters stay separable
+    assert setup_filter(None).shape == (1, 1)
+    assert abs(setup_filter([1, 2, 1], gain=4).sum().item() - 4) < 1e-6
+    torch.testing.assert_close(setup_filter([[1, 2], [3, 4]], flip_filter=True), torch.tensor([[4.0, 3], [2, 1]]) / 10)
+
+
+def test_resampling_helpers_shapes_and_dc():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.ones(1, 2, 8, 8)
+    assert filter2d(x, f).shape == (1, 2, 8, 8)
+    up = upsample2d(x, f)
+    down = downsample2d(x, f)
+    assert up.shape == (1, 2, 16, 16) and down.shape == (1, 2, 4, 4)
+    # a constant image keeps its value away from the zero-padded border
+    torch.testing.assert_close(up[:, :, 3:-3, 3:-3], torch.ones_like(up[:, :, 3:-3, 3:-3]))
+    torch.testing.assert_close(down[:, :, 1:-1, 1:-1], torch.ones_like(down[:, :, 1:-1, 1:-1]))
+    torch.testing.assert_close(filter2d(x, f)[:, :, 2:-2, 2:-2], torch.ones(1, 2, 4, 4))
+
+
+def test_upfirdn2d_rejects_too_small_input():
+    with pytest.raises(ValueError):
+        upfirdn2d(torch.zeros(1, 1, 2, 2), setup_filter([1, 3, 3, 1]))
+
+
+@pytest.mark.parametrize(
+    "taps,up,down,padding",
+    [([1, 3, 3, 1], 2, 1, [2, 1, 2, 1]), ([1, 3, 3, 1], 1, 2, 1), ([1, 2, 3, 4, 4, 3, 2, 1], 2, 2, 3)],
+)
+def test_upfirdn2d_gradcheck(taps, up, down, padding):
+    f = setup_filter(taps, separable=len(taps) >= 8)
+    x = _rand(1, 2, 5, 5, seed=3).requires_grad_(True)
+    fn = lambda t: upfirdn2d(t, f, up=up, down=down, padding=padding, gain=1.5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def _conv2d_resample_reference(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
+    """Definition: upsample+pad (filter if up), conv2d, then filter+decimate (if down)."""
+    px0, px1, py0, py1 = [padding] * 4 if isinstance(padding, int) else padding
+    fw, fh = (1, 1) if f is None else (f.shape[-1], f.shape[0])
+    if up > 1:
+        px0, px1, py0, py1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+    if down > 1:
+        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
+        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+    y = upfirdn2d_reference(
+        x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up * up, flip_filter=flip_filter
+    )
+    y = F.conv2d(y, w if flip_weight else w.flip([2, 3]), groups=groups)
+    if down > 1:
+        y = upfirdn2d_reference(y, f, down=down, flip_filter=flip_filter)
+    return y
+
+
+CONV_CASES = list(
+    itertools.product(
+        [1, 3],  # kernel
+        [(1, 1), (2, 1), (1, 2), (2, 2)],  # (up, down)
+        [1, 2],  # groups
+        [True, False],  # flip_weight
+    )
+)
+
+
+@pytest.mark.parametrize("kernel,updown,groups,flip_weight", CONV_CASES)
+def test_conv2d_resample_matches_composition(kernel, updown, groups, flip_weight):
+    up, down = updown
+    f = setup_filter([1, 3, 3, 1])
+    x = _rand(2, 4, 6, 6, seed=11)
+    w = _rand(6, 4 // groups, kernel, kernel, seed=12)
+    for padding, flip_filter in ((kernel // 2, False), ([1, 0, 2, 1], True)):
+        got = conv2d_resample(
+            x, w, f=f, up=up, down=down, padding=padding, groups=groups, flip_weight=flip_weight, flip_filter=flip_filter
+        )
+        want = _conv2d_resample_reference(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
+        assert got.shape == want.shape, (padding, got.shape, want.shape)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+
+
+def test_conv2d_resample_output_sizes():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(1, 3, 8, 8)
+    assert conv2d_resample(x, torch.randn(5, 3, 3, 3), f, down=2, padding=1).shape == (1, 5, 4, 4)
+    assert conv2d_resample(x, torch.randn(5, 3, 1, 1), f, down=2).shape == (1, 5, 4, 4)
+    assert conv2d_resample(x, torch.randn(5, 3, 3, 3), f, up=2, padding=1, flip_weight=False).shape == (1, 5, 16, 16)
+    assert conv2d_resample(x, torch.randn(5, 3, 3, 3), None, padding=1).shape == (1, 5, 8, 8)
+
+
+def test_conv2d_resample_gradcheck():
+    f = setup_filter([1, 3, 3, 1])
+    x = _rand(1, 2, 4, 4, seed=21).requires_grad_(True)
+    w = _rand(3, 2, 3, 3, seed=22).requires_grad_(True)
+    for up, down, flip in ((1, 2, True), (2, 1, False)):
+        fn = lambda a, b: conv2d_resample(a, b, f, up=up, down=down, padding=1, flip_weight=flip)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w))
