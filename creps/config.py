@@ -64,8 +64,8 @@ class TrainOptions:
     mbstd_group: int = 4
     desc: Optional[str] = None
     metrics: tuple[str, ...] = ("fid50k_full",)
-    kimg: int = 25000
-    tick: int = 4
+    kimg: float = 25000
+    tick: float = 4
     snap: int = 50
     seed: int = 0
     fp32: bool = False
@@ -177,8 +177,8 @@ class TrainConfig:
     batch_gpu: int
     ema_kimg: float
     ema_rampup: Optional[float]
-    total_kimg: int
-    kimg_per_tick: int
+    total_kimg: float
+    kimg_per_tick: float
     snapshot_ticks: int
     metrics: tuple[str, ...]
     seed: int
@@ -274,9 +274,11 @@ def check_options(o: TrainOptions) -> None:
         raise UserError(f"--cfg: unknown config {o.cfg!r}; choose one of {', '.join(CONFIGS)}")
     if o.aug not in AUG_MODES:
         raise UserError(f"--aug: unknown mode {o.aug!r}; choose one of {', '.join(AUG_MODES)}")
-    for name in ("gpus", "batch", "cbase", "cmax", "mbstd_group", "kimg", "tick", "snap", "workers"):
+    for name in ("gpus", "batch", "cbase", "cmax", "mbstd_group", "snap", "workers"):
         if getattr(o, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if o.kimg <= 0 or o.tick <= 0:
+        raise UserError("--kimg and --tick must be positive")
     if o.batch_gpu is not None and o.batch_gpu < 1:
         raise UserError("--batch-gpu must be at least 1")
     if o.map_depth is not None and o.map_depth < 1:

@@ -13,7 +13,7 @@ from creps.cli.common import Parser, run_cli
 def build_parser(prog: str = "creps demo") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Train a small CREPS on a built-in synthetic dataset (a few minutes on a CPU).")
     p.add_argument("--outdir", default="demo-runs", help="where the dataset and run go (default: demo-runs)")
-    p.add_argument("--kimg", type=int, default=12, help="training length in kimg (default: 12)")
+    p.add_argument("--kimg", type=int, default=8, help="training length in kimg (default: 8)")
     p.add_argument("--resolution", type=int, default=32, help="dataset resolution (default: 32)")
     return p
 
@@ -35,7 +35,7 @@ def demo(argv: Optional[Sequence[str]] = None, prog: str = "creps demo") -> int:
         runs = outdir / "runs"
         code = train([
             f"--outdir={runs}", "--cfg=creps", f"--data={data}", "--gpus=1", "--batch=16", "--gamma=0.5",
-            "--cbase=4096", "--cmax=128", "--map-depth=2", "--mbstd-group=4", "--aug=noaug", "--metrics=none",
+            "--cbase=2048", "--cmax=64", "--map-depth=2", "--mbstd-group=4", "--aug=noaug", "--metrics=none",
             "--mirror=1", f"--kimg={args.kimg}", "--tick=1", "--snap=4", "--glr=0.0025", "--dlr=0.0025",
         ], prog="creps train")
         if code:

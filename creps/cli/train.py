@@ -50,8 +50,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     misc.add_argument("--desc", metavar="STR", help="string to include in result dir name")
     misc.add_argument("--metrics", type=parse_list, default=("fid50k_full",), metavar="[NAME|A,B,C|none]",
                       help="quality metrics (default: fid50k_full)")
-    misc.add_argument("--kimg", type=int, default=25000, metavar="KIMG", help="total training duration (default: 25000)")
-    misc.add_argument("--tick", type=int, default=4, metavar="KIMG", help="how often to print progress (default: 4)")
+    misc.add_argument("--kimg", type=float, default=25000, metavar="KIMG", help="total training duration (default: 25000)")
+    misc.add_argument("--tick", type=float, default=4, metavar="KIMG", help="how often to print progress (default: 4)")
     misc.add_argument("--snap", type=int, default=50, metavar="TICKS", help="how often to save snapshots (default: 50)")
     misc.add_argument("--seed", type=int, default=0, metavar="INT", help="random seed (default: 0)")
     misc.add_argument("--fp32", type=parse_bool, default=False, metavar="BOOL", help="disable mixed-precision")

@@ -1,8 +1,12 @@
-"""Fused-in-spirit bias + activation + gain + clamp, in plain PyTorch.
+"""Bias + activation + gain + clamp, in plain PyTorch.
 
-The published code ships a CUDA kernel for this; `torch.compile` fuses the same chain of
-element-wise operations, so the plain expression below is both the reference and the fast
-path.
+`bias_act` is the published operation y = clamp(act(x + b) * gain, -c, c). For leaky ReLU,
+the activation every network here uses in its large layers, a fused autograd function
+keeps only the output for the backward pass (the derivative follows from the output's sign
+and whether it was clamped), instead of the three intermediate tensors that the plain
+expression keeps. Its backward is itself built from differentiable operations, so R1 and
+path-length regularisation (double backward) work through it. `bias_act_reference` is the
+plain expression, kept for tests.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+LRELU_SLOPE = 0.2
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -22,7 +28,7 @@ class Activation:
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.2)
+    return F.leaky_relu(x, LRELU_SLOPE)
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -39,20 +45,18 @@ def default_gain(act: str) -> float:
     return ACTIVATIONS[act].default_gain
 
 
-def bias_act(
-    x: torch.Tensor,
-    b: Optional[torch.Tensor] = None,
-    dim: int = 1,
-    act: str = "linear",
-    gain: Optional[float] = None,
-    clamp: Optional[float] = None,
-) -> torch.Tensor:
-    """y = clamp(act(x + b) * gain, -clamp, clamp); b is broadcast along `dim`."""
+def _bias_shape(x: torch.Tensor, dim: int) -> list[int]:
+    shape = [1] * x.ndim
+    shape[dim] = -1
+    return shape
+
+
+def bias_act_reference(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+                       gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
+    """y = clamp(act(x + b) * gain, -clamp, clamp), step by step."""
     spec = ACTIVATIONS[act]
     if b is not None:
-        shape = [1] * x.ndim
-        shape[dim] = -1
-        x = x + b.to(x.dtype).reshape(shape)
+        x = x + b.to(x.dtype).reshape(_bias_shape(x, dim))
     x = spec.fn(x)
     gain = spec.default_gain if gain is None else float(gain)
     if gain != 1:
@@ -60,3 +64,62 @@ def bias_act(
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def _lrelu_grad_scale(y: torch.Tensor, gain: float, clamp: Optional[float]) -> torch.Tensor:
+    """d y / d (x + b) from the output alone: gain (or slope * gain) where not clamped, else 0."""
+    scale = torch.where(y > 0, gain, gain * LRELU_SLOPE).to(y.dtype)
+    if clamp is not None:
+        scale = scale * (y.abs() < clamp).to(y.dtype)
+    return scale
+
+
+class _LReLUBackward(torch.autograd.Function):
+    """dx = dy * scale(y); differentiable in dy, so it can be part of a double backward."""
+
+    @staticmethod
+    def forward(ctx, dy, y, gain, clamp):
+        ctx.save_for_backward(y)
+        ctx.gain, ctx.clamp = gain, clamp
+        return dy * _lrelu_grad_scale(y, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, ddx):
+        (y,) = ctx.saved_tensors
+        # The activation is piecewise linear: no second-order term in y.
+        return _LReLUBackward.apply(ddx, y, ctx.gain, ctx.clamp), None, None, None
+
+
+class _BiasLReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, gain, clamp):
+        z = x if b is None else x + b.to(x.dtype).reshape(_bias_shape(x, dim))
+        y = F.leaky_relu(z, LRELU_SLOPE)
+        if gain != 1:
+            y = y * gain
+        if clamp is not None:
+            y = y.clamp(-clamp, clamp)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.gain, ctx.clamp, ctx.has_bias = dim, gain, clamp, b is not None
+        ctx.b_dtype = None if b is None else b.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        dx = _LReLUBackward.apply(dy, y, ctx.gain, ctx.clamp)
+        db = None
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            dim = ctx.dim % dx.ndim
+            db = dx.sum(dim=[d for d in range(dx.ndim) if d != dim]).to(ctx.b_dtype)
+        return dx, db, None, None, None
+
+
+def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+             gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
+    """y = clamp(act(x + b) * gain, -clamp, clamp); b is broadcast along `dim`."""
+    if act == "lrelu":
+        g = ACTIVATIONS[act].default_gain if gain is None else float(gain)
+        c = float(clamp) if clamp is not None and clamp >= 0 else None
+        return _BiasLReLU.apply(x, b, dim, g, c)
+    return bias_act_reference(x, b, dim, act, gain, clamp)

@@ -7,6 +7,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from creps.errors import UserError
+
 
 class EpochSampler(torch.utils.data.Sampler):
     """Yields dataset indices forever: a fresh seeded permutation each epoch.
@@ -44,7 +46,19 @@ def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool) 
         pin_memory=pin_memory, collate_fn=_collate, persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
     )
-    return iter(loader)
+    return _clean_worker_errors(iter(loader))
+
+
+def _clean_worker_errors(batches: Iterator) -> Iterator:
+    """A UserError raised in a DataLoader worker comes back with the worker's traceback
+    folded into its message; re-raise it as the original one-line error."""
+    while True:
+        try:
+            batch = next(batches)
+        except UserError as err:
+            text = str(err).strip()
+            raise UserError(text.splitlines()[-1].split("UserError: ", 1)[-1]) from None
+        yield batch
 
 
 class LabelSampler:

@@ -1,0 +1,93 @@
+"""Training speed and memory of one configuration, on random data, printed as one JSON line.
+
+Networks, optimizers, loss and the per-iteration phases are built exactly as `train.py`
+builds them (config.resolve -> build_networks -> Trainer.step), so the figure is the
+trainer's own: G main, G path length every 4, D main, D R1 every 16 iterations.
+
+  python benchmarks/bench_train.py --cfg=creps --res=32 --batch=8 --cbase=4096 --cmax=128 --map-depth=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from creps.config import DatasetInfo, TrainOptions, resolve
+from creps.train.feed import LabelSampler
+from creps.train.step import Trainer, build_networks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", default="creps")
+    p.add_argument("--res", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch-gpu", type=int, default=None)
+    p.add_argument("--cbase", type=int, default=32768)
+    p.add_argument("--cmax", type=int, default=512)
+    p.add_argument("--map-depth", type=int, default=None)
+    p.add_argument("--mbstd-group", type=int, default=4)
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--fp32", type=int, default=0)
+    p.add_argument("--iters", type=int, default=16, help="timed iterations (a multiple of 16 covers every phase)")
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    options = TrainOptions(outdir="-", cfg=a.cfg, data="-", gpus=1, batch=a.batch, gamma=a.gamma, aug="noaug",
+                           batch_gpu=a.batch_gpu, cbase=a.cbase, cmax=a.cmax, map_depth=a.map_depth,
+                           mbstd_group=a.mbstd_group, metrics=(), fp32=bool(a.fp32))
+    info = DatasetInfo(path="-", name="random", resolution=a.res, channels=3, size=1000, has_labels=False,
+                       label_dim=0)
+    cfg = resolve(options, info)
+    torch.manual_seed(0)
+    nets = build_networks(cfg, device)
+    trainer = Trainer(cfg, nets, device, LabelSampler(np.zeros((1, 0)), 0))
+    reals = torch.randint(0, 256, (a.batch, 3, a.res, a.res), dtype=torch.uint8)
+    labels = torch.zeros(a.batch, 0)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    batch_idx = 0
+    for _ in range(a.warmup):
+        trainer.step(reals, labels, batch_idx, batch_idx * a.batch)
+        batch_idx += 1
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    batch_idx = 0  # timed window starts at a phase boundary: every interval is represented
+    t0 = time.perf_counter()
+    for _ in range(a.iters):
+        trainer.step(reals, labels, batch_idx, 10_000 + batch_idx * a.batch)
+        batch_idx += 1
+    sync()
+    elapsed = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sec_per_iter = elapsed / a.iters
+    print(json.dumps({
+        "cfg": a.cfg, "res": a.res, "batch": a.batch, "batch_gpu": cfg.batch_gpu, "cbase": a.cbase, "cmax": a.cmax,
+        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "iters": a.iters, "warmup": a.warmup,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "sec_per_iter": round(sec_per_iter, 4), "sec_per_kimg": round(sec_per_iter / a.batch * 1000, 2),
+        "peak_mem_mb": round(peak_mb, 1), "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss",
+    }))
+
+
+if __name__ == "__main__":
+    main()
