@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from creps.errors import UserError
 
@@ -30,10 +30,10 @@ def parse_list(text: str) -> tuple[str, ...]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag on one line with the usage hint, exit code 2."""
+    """argparse whose flag mistakes are UserErrors: one line, exit code 2 through run_cli."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def run_cli(fn: Callable[[], int | None]) -> int:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
 
+from creps.cli.common import Parser, run_cli
 from creps.data.tool import TRANSFORMS, convert_dataset
-from creps.errors import UserError
 
 _EPILOG = """examples:
   dataset_tool.py --source=~/photos --dest=~/datasets/photos-256.zip --resolution=256x256 --transform=center-crop
@@ -16,15 +15,9 @@ _EPILOG = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports flag mistakes as a one-line UserError instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see --help)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser(prog: str = "dataset_tool.py") -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=prog,
         description="Convert a folder or ZIP of PNG/JPEG/WebP images into a training dataset:\n"
         "PNGs in the published layout (00000/img00000000.png, ...) plus dataset.json with labels\n"
         "(from the source's dataset.json, or one subfolder per class). Written atomically.",
@@ -40,27 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "dataset_tool.py") -> int:
     """Run the dataset tool; returns the exit code (0 ok, 2 user error)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        summary = convert_dataset(
-            os.path.expanduser(args.source),
-            os.path.expanduser(args.dest),
-            max_images=args.max_images,
-            transform=args.transform,
-            resolution=args.resolution,
-        )
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        return 130
+    return run_cli(lambda: _convert(build_parser(prog).parse_args(argv)))
 
+
+def _convert(args: argparse.Namespace) -> int:
+    summary = convert_dataset(
+        os.path.expanduser(args.source),
+        os.path.expanduser(args.dest),
+        max_images=args.max_images,
+        transform=args.transform,
+        resolution=args.resolution,
+    )
     if summary["labels"] == "subfolders":
         print("labels from class subfolders (index: folder):")
         for index, name in enumerate(summary["class_names"]):

@@ -13,18 +13,18 @@ from creps.cli.common import Parser, run_cli
 def build_parser(prog: str = "creps demo") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Train a small CREPS on a built-in synthetic dataset (a few minutes on a CPU).")
     p.add_argument("--outdir", default="demo-runs", help="where the dataset and run go (default: demo-runs)")
-    p.add_argument("--kimg", type=int, default=8, help="training length in kimg (default: 8)")
+    p.add_argument("--kimg", type=int, default=6, help="training length in kimg (default: 6)")
     p.add_argument("--resolution", type=int, default=32, help="dataset resolution (default: 32)")
     return p
 
 
 def demo(argv: Optional[Sequence[str]] = None, prog: str = "creps demo") -> int:
-    args = build_parser(prog).parse_args(argv)
-
     def body() -> int:
         from creps.cli.generate import generate
         from creps.cli.train import train
         from creps.data.synthetic import make_synthetic_dataset
+
+        args = build_parser(prog).parse_args(argv)
 
         outdir = Path(args.outdir)
         outdir.mkdir(parents=True, exist_ok=True)

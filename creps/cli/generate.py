@@ -51,14 +51,13 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
 
 
 def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-
     def body() -> int:
         import torch
 
         from creps.checkpoint import load_snapshot
         from creps.generate import one_hot, parse_seeds, render, supports_any_scale, to_uint8, write_png, z_from_seed
 
+        args = build_parser(prog).parse_args(argv)
         try:
             seeds = parse_seeds(args.seeds)
         except ValueError as err:

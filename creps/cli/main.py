@@ -21,7 +21,7 @@ def _generate(argv):
 def _dataset(argv):
     from creps.cli.dataset import main
 
-    return main(argv)
+    return main(argv, prog="creps dataset")
 
 
 def _demo(argv):

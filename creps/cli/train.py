@@ -94,16 +94,15 @@ def summary_lines(cfg, run_dir_hint: str) -> list[str]:
 
 
 def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
-    import os
-
-    args = build_parser(prog).parse_args(argv)
-    args.outdir = os.path.expanduser(args.outdir)
-    args.data = os.path.expanduser(args.data)
-    options = options_from_args(args)
-
     def body() -> int:
+        import os
+
         from creps.train.rundir import check_outdir, next_run_dir
 
+        args = build_parser(prog).parse_args(argv)
+        args.outdir = os.path.expanduser(args.outdir)
+        args.data = os.path.expanduser(args.data)
+        options = options_from_args(args)
         check_options(options)
         check_outdir(options.outdir)
         info = dataset_info(options.data)
