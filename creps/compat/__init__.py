@@ -8,6 +8,7 @@ dict loads with a plain strict `load_state_dict`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import torch
@@ -17,22 +18,27 @@ class NotBuiltYet(LookupError):
     """The recorded network is one we do not implement (yet)."""
 
 
-def _creps_generator(init: dict[str, Any]) -> torch.nn.Module:
-    from creps.compat.creps_g import build_creps_generator
+def _lazy(module: str, function: str) -> Callable[[dict[str, Any]], torch.nn.Module]:
+    """A builder imported on first use; a module that does not exist yet means 'not built yet'."""
 
-    return build_creps_generator(init)
+    def build(init: dict[str, Any]) -> torch.nn.Module:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            raise NotBuiltYet(f"{module} is not implemented yet") from None
+        return getattr(mod, function)(init)
 
-
-def _stylegan2_discriminator(init: dict[str, Any]) -> torch.nn.Module:
-    from creps.compat.discriminator import build_stylegan2_discriminator
-
-    return build_stylegan2_discriminator(init)
+    return build
 
 
 # Published network name (as in the fixtures' "network" field) -> builder.
 PUBLISHED_NETWORKS: dict[str, Callable[[dict[str, Any]], torch.nn.Module]] = {
-    "creps.Generator": _creps_generator,
-    "stylegan2.Discriminator": _stylegan2_discriminator,
+    "creps.Generator": _lazy("creps.compat.creps_g", "build_creps_generator"),
+    "stylegan2.Generator": _lazy("creps.compat.stylegan2_g", "build_stylegan2_generator"),
+    "stylegan3.Generator": _lazy("creps.compat.stylegan3_g", "build_stylegan3_generator"),
+    "stylegan2.Discriminator": _lazy("creps.compat.discriminator", "build_stylegan2_discriminator"),
 }
 
 

@@ -19,17 +19,40 @@ def _creps(g: GeneratorConfig) -> torch.nn.Module:
     )
 
 
+def _stylegan2(g: GeneratorConfig) -> torch.nn.Module:
+    from creps.nets.stylegan2 import Generator
+
+    return Generator(
+        z_dim=g.z_dim, c_dim=g.c_dim, w_dim=g.w_dim, img_resolution=g.img_resolution,
+        img_channels=g.img_channels, channel_base=g.channel_base, channel_max=g.channel_max,
+        mapping_layers=g.mapping_layers, conv_clamp=g.clamp,
+    )
+
+
+def _stylegan3(g: GeneratorConfig) -> torch.nn.Module:
+    from creps.nets.stylegan3 import Generator
+
+    return Generator(
+        z_dim=g.z_dim, c_dim=g.c_dim, w_dim=g.w_dim, img_resolution=g.img_resolution,
+        img_channels=g.img_channels, channel_base=g.channel_base, channel_max=g.channel_max,
+        mapping_layers=g.mapping_layers, conv_clamp=g.clamp, magnitude_ema_beta=g.magnitude_ema_beta,
+        conv_kernel=g.conv_kernel, use_radial_filters=g.use_radial_filters,
+    )
+
+
 GENERATORS: dict[str, Callable[[GeneratorConfig], torch.nn.Module]] = {
     "creps": _creps,
+    "stylegan2": _stylegan2,
+    "stylegan3-t": _stylegan3,
+    "stylegan3-r": _stylegan3,
 }
 
 
 def build_generator(g: GeneratorConfig) -> torch.nn.Module:
     try:
-        builder = GENERATORS[g.arch]
-    except KeyError:
+        return GENERATORS[g.arch](g)
+    except (KeyError, ModuleNotFoundError):
         raise NotImplementedError(f"the {g.arch} generator is not implemented yet") from None
-    return builder(g)
 
 
 def build_discriminator(d: DiscriminatorConfig) -> torch.nn.Module:
