@@ -370,6 +370,4 @@ def not_implemented_reasons(cfg: TrainConfig) -> list[str]:
         reasons.append(f"--aug={cfg.augment.mode}: augmentation is not implemented yet (use --aug=noaug)")
     if cfg.metrics:
         reasons.append(f"--metrics={','.join(cfg.metrics)}: metrics are not implemented yet (use --metrics=none)")
-    if cfg.resume is not None:
-        reasons.append("--resume is not implemented yet")
     return reasons

@@ -233,7 +233,7 @@ def test_second_run_gets_next_id(trained, dataset, run_dir):
 
 
 @pytest.mark.parametrize("flags", [
-    ["--aug=ada"], ["--metrics=fid50k_full"], ["--gpus=2"], ["--resume=x"], ["--cfg=stylegan2"],
+    ["--aug=ada"], ["--metrics=fid50k_full"], ["--gpus=2"], ["--resume=https://example.com/net.pkl"], ["--cfg=stylegan2"],
     ["--cfg=stylegan3-t"], ["--cfg=stylegan3-r"],
 ], ids=lambda f: f[0])
 def test_not_implemented_yet_stops_cleanly(flags, dataset, tmp_path, capsys):

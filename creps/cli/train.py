@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
 from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, not_implemented_reasons, resolve
 from creps.errors import UserError
+from creps.train.resume import ResumePlan, check_transfer_shapes, continued_config, plan_resume
 
 EXAMPLES = """examples:
   # Train CREPS for AFHQv2 using 8 GPUs.
@@ -109,23 +111,41 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
         if options.cond and info.has_labels:
             info = DatasetInfo(**{**info.__dict__, "label_dim": _label_dim(options.data)})
         cfg = resolve(options, info)
-        run_dir = next_run_dir(options.outdir, cfg.run_desc)
+        plan, resume_note = ResumePlan(), None
+        if options.resume is not None:
+            try:
+                plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
+            except UserError as err:
+                if not options.dry_run:
+                    raise
+                resume_note = str(err)
+            if plan.state is not None:
+                cfg = continued_config(plan.state.config, resolve(dataclasses.replace(options, resume=None), info))
+            elif plan.snapshot is not None:
+                check_transfer_shapes(cfg, plan.snapshot)
+            elif resume_note is None:  # --resume=auto found nothing: a fresh run
+                cfg = resolve(dataclasses.replace(options, resume=None), info)
+        run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
         print("\nTraining options:")
         print(cfg.to_json())
         print()
         for line in summary_lines(cfg, str(run_dir)):
             print(line)
+        if plan.state is not None:
+            print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
         print()
         warnings = gpu_warnings(cfg.num_gpus)
-        reasons = not_implemented_reasons(cfg)
+        reasons = not_implemented_reasons(cfg) + ([resume_note] if resume_note else [])
         if options.dry_run:
-            for w in warnings + [f"note: {r}; a real run stops here" for r in reasons]:
-                print(f"warning: {w}" if not w.startswith("note:") else w)
+            for w in warnings:
+                print(f"warning: {w}")
+            for r in reasons:
+                print(f"note: {r}; a real run stops here")
             print("Dry run; exiting.")
             return 0
         if reasons:
             raise UserError(reasons[0])
-        return launch(cfg)
+        return launch(cfg, plan)
 
     return run_cli(body)
 
@@ -141,15 +161,23 @@ def gpu_warnings(gpus: int) -> list[str]:
     return [f"--gpus={gpus} requested but only {have} CUDA device(s) are present"]
 
 
-def launch(cfg) -> int:
+def launch(cfg, plan: ResumePlan) -> int:
     from creps.train.loop import run
     from creps.train.rundir import RunLog, create_run_dir
 
-    run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
-    log = RunLog(run_dir / "log.txt")
-    log(f"Run directory: {run_dir}")
+    if plan.run_dir is not None:
+        run_dir = plan.run_dir
+        log = RunLog(run_dir / "log.txt")
+        log(f"Continuing run {run_dir} from {plan.state.path.name}")
+    else:
+        run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
+        log = RunLog(run_dir / "log.txt")
+        log(f"Run directory: {run_dir}")
     try:
-        run(cfg, run_dir, log)
+        run(cfg, run_dir, log, resume_state=plan.state, transfer_from=plan.snapshot)
+    except KeyboardInterrupt:
+        log(f"Stopped. Continue this run with --resume={run_dir}")
+        raise
     finally:
         log.close()
     return 0

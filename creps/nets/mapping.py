@@ -24,6 +24,12 @@ def ema_update_w_avg(w_avg: torch.Tensor, batch_mean: torch.Tensor, beta: float)
     return batch_mean.lerp(w_avg, beta)
 
 
+# When the running mean of w moves (the two published code bases differ):
+#   "train":       on training-mode passes without update_emas (VinAIResearch/CREPS's mapping);
+#   "update_emas": on passes with update_emas=True, in any mode (NVlabs StyleGAN2/StyleGAN3).
+W_AVG_UPDATE_RULES = ("train", "update_emas")
+
+
 class MappingNetwork(torch.nn.Module):
     def __init__(
         self,
@@ -37,8 +43,12 @@ class MappingNetwork(torch.nn.Module):
         activation: str = "lrelu",
         lr_multiplier: float = 0.01,
         w_avg_beta: Optional[float] = 0.998,
+        w_avg_update_on: str = "train",
     ):
         super().__init__()
+        if w_avg_update_on not in W_AVG_UPDATE_RULES:
+            raise ValueError(f"w_avg_update_on must be one of {W_AVG_UPDATE_RULES}, got {w_avg_update_on!r}")
+        self.w_avg_update_on = w_avg_update_on
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.num_ws = num_ws
         self.num_layers = num_layers
@@ -53,6 +63,11 @@ class MappingNetwork(torch.nn.Module):
             self.add_module(f"fc{i}", layer)
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def _moves_w_avg(self, update_emas: bool) -> bool:
+        if self.w_avg_update_on == "update_emas":
+            return update_emas
+        return self.training and not update_emas
 
     def forward(
         self,
@@ -72,7 +87,7 @@ class MappingNetwork(torch.nn.Module):
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
-        if self.w_avg_beta is not None and self.training and not update_emas:
+        if self.w_avg_beta is not None and self._moves_w_avg(update_emas):
             with torch.no_grad():
                 self.w_avg.copy_(ema_update_w_avg(self.w_avg, x.detach().mean(dim=0), self.w_avg_beta))
         if self.num_ws is not None:

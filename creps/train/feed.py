@@ -39,11 +39,16 @@ def _collate(items):
     return images, labels
 
 
-def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless iterator of (uint8 images [B, C, H, W], float32 labels [B, label_dim])."""
+def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool,
+                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless iterator of (uint8 images [B, C, H, W], float32 labels [B, label_dim]),
+    beginning `start` images into the seeded data order."""
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, sampler=EpochSampler(len(dataset), seed), num_workers=workers,
+        dataset, batch_size=batch, sampler=EpochSampler(len(dataset), seed, start=start), num_workers=workers,
         pin_memory=pin_memory, collate_fn=_collate, persistent_workers=workers > 0,
+        # A private generator: making the iterator must not draw from the global RNG
+        # (which exact resume restores and the training steps consume).
+        generator=torch.Generator().manual_seed(seed),
         prefetch_factor=2 if workers > 0 else None,
     )
     return _clean_worker_errors(iter(loader))
@@ -67,6 +72,12 @@ class LabelSampler:
     def __init__(self, labels: np.ndarray, seed: int):
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.float32))
         self.gen = torch.Generator().manual_seed(seed)
+
+    def get_state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
 
     def __call__(self, n: int) -> torch.Tensor:
         if self.labels.shape[1] == 0:

@@ -3,9 +3,11 @@ maybe tick / snapshot"."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +16,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from creps.checkpoint import save_snapshot
+from creps.checkpoint import Snapshot, save_snapshot
 from creps.config import TrainConfig
 from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
+from creps.train.state import TrainingState, save_training_state, state_file_name
 from creps.train.stats import StatsCollector
 from creps.train.step import Networks, Trainer, build_networks
 
@@ -144,10 +147,82 @@ class TickWriter:
             self.tb.close()
 
 
-def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None) -> Networks:
-    """Train according to `cfg`, writing everything into `run_dir`. Returns the networks."""
+@dataclass
+class Progress:
+    """Counters that place a run in its schedule (saved with every training state)."""
+
+    cur_nimg: int = 0
+    cur_tick: int = 0
+    batch_idx: int = 0
+    tick_start_nimg: int = 0
+    samples_seen: int = 0  # position of this rank in the seeded data order
+    elapsed_sec: float = 0.0  # training time spent in earlier sessions of this run
+
+
+class GracefulStop:
+    """SIGINT/SIGTERM ask the loop to write a training state and stop after the current step."""
+
+    def __init__(self) -> None:
+        self.requested: Optional[str] = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, progress: Progress,
+               log: RunLog) -> Path:
+    path = run_dir / state_file_name(progress.cur_nimg)
+    t0 = time.time()
+    size = save_training_state(path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, trainer.optimizers(),
+                               trainer.extra_state(), dataclasses.asdict(progress))
+    log(f"Saved {path.name} ({size / 2**20:.1f} MB in {time.time() - t0:.1f} s)")
+    return path
+
+
+def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, device: torch.device) -> Progress:
+    for name in ("G", "D", "G_ema"):
+        getattr(nets, name).load_state_dict(state.network_state(name), strict=True)
+    for name, opt in trainer.optimizers().items():
+        opt.load_state_dict(state.optimizer_state(name))
+    trainer.load_extra_state({"pl_mean": state.extra("pl_mean"), "label_rng": state.extra("label_rng")})
+    state.restore_rng()
+    return Progress(**state.progress)
+
+
+def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
+             device: torch.device, log: RunLog) -> None:
+    """Image grid, network snapshot and training state at the current point."""
+    kimg_tag = f"{progress.cur_nimg // 1000:06d}"
+    # Snapshot work must not consume the training random streams (exact resume).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
+    save_snapshot(run_dir / f"network-snapshot-{kimg_tag}.safetensors", cfg,
+                  {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
+                  meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
+    save_state(run_dir, cfg, nets, trainer, progress, log)
+
+
+def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
+        resume_state: Optional[TrainingState] = None, transfer_from: Optional[Snapshot] = None) -> Networks:
+    """Train according to `cfg`, writing into `run_dir`; continue from `resume_state` if
+    given (same run, exactly), or start from the weights of `transfer_from`."""
     log = log or RunLog(run_dir / "log.txt")
-    start_time = time.time()
+    session_start = time.time()
     device = pick_device(log)
     seed_everything(cfg.seed)
     configure_backends(cfg)
@@ -156,69 +231,86 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None) -> Networ
                            random_seed=cfg.seed)
     log(f"Dataset: {cfg.data.path}: {len(dataset)} images (x-flips {'on' if cfg.data.xflip else 'off'}), "
         f"{dataset.resolution}x{dataset.resolution}x{dataset.num_channels}, labels {cfg.data.label_dim or 'none'}")
-    workers = cfg.data.workers if device.type == "cuda" or os.cpu_count() and os.cpu_count() > 2 else 0
-    batches = minibatches(dataset, cfg.batch_gpu * (cfg.batch_size // (cfg.batch_gpu * cfg.num_gpus)),
-                          cfg.seed, workers, pin_memory=device.type == "cuda")
-
     nets = build_networks(cfg, device)
     log(f"Networks: G {count_params(nets.G):,} numbers, D {count_params(nets.D):,} numbers")
-    stats = StatsCollector()
-    trainer = Trainer(cfg, nets, device, LabelSampler(dataset.raw_labels if cfg.data.use_labels
-                                                      else np.zeros((1, 0)), cfg.seed), stats)
+    labels = dataset.raw_labels if cfg.data.use_labels else np.zeros((1, 0))
+    trainer = Trainer(cfg, nets, device, LabelSampler(labels, cfg.seed), StatsCollector())
+    progress = Progress()
+    if resume_state is not None:
+        progress = restore_state(resume_state, nets, trainer, device)
+        log(f"Resumed from {resume_state.path.name} at {progress.cur_nimg / 1e3:.1f} kimg")
+    elif transfer_from is not None:
+        for name in ("G", "D", "G_ema"):
+            source = getattr(transfer_from, name)
+            if source is not None:
+                getattr(nets, name).load_state_dict(source.state_dict(), strict=True)
+        log(f"Starting from the weights of {cfg.resume}")
 
+    per_rank_batch = cfg.batch_size // cfg.num_gpus
+    workers = cfg.data.workers if device.type == "cuda" or (os.cpu_count() or 1) > 2 else 0
+    batches = minibatches(dataset, per_rank_batch, cfg.seed, workers, pin_memory=device.type == "cuda",
+                          start=progress.samples_seen)
     grid = setup_grid(dataset, cfg)
-    write_png(run_dir / "reals.png", image_grid(grid.reals, grid.size))
-    write_png(run_dir / "fakes_init.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
+    if resume_state is None:
+        write_png(run_dir / "reals.png", image_grid(grid.reals, grid.size))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            write_png(run_dir / "fakes_init.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
 
     writer = TickWriter(run_dir, log)
     log(f"Training for {cfg.total_kimg} kimg...")
-    cur_nimg, cur_tick, batch_idx = 0, 0, 0
-    tick_start_nimg, tick_start_time = 0, time.time()
-    maintenance = tick_start_time - start_time
+    tick_start_time = time.time()
+    maintenance = tick_start_time - session_start
     try:
-        while True:
-            real_img, real_c = next(batches)
-            trainer.step(real_img, real_c, batch_idx, cur_nimg)
-            cur_nimg += cfg.batch_size
-            batch_idx += 1
+        with GracefulStop() as stop:
+            while True:
+                real_img, real_c = next(batches)
+                trainer.step(real_img, real_c, progress.batch_idx, progress.cur_nimg)
+                progress.cur_nimg += cfg.batch_size
+                progress.batch_idx += 1
+                progress.samples_seen += per_rank_batch
 
-            done = cur_nimg >= cfg.total_kimg * 1000
-            if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000:
-                continue
+                if stop.requested:
+                    progress.elapsed_sec += time.time() - session_start
+                    log(f"{stop.requested} received at {progress.cur_nimg / 1e3:.1f} kimg: saving training state")
+                    save_state(run_dir, cfg, nets, trainer, progress, log)
+                    raise KeyboardInterrupt
+                done = progress.cur_nimg >= cfg.total_kimg * 1000
+                due = progress.cur_nimg >= progress.tick_start_nimg + cfg.kimg_per_tick * 1000
+                if not done and progress.cur_tick != 0 and not due:
+                    continue
 
-            # Tick: progress line and statistics.
-            tick_end_time = time.time()
-            tick_time = tick_end_time - tick_start_time
-            tick_kimg = (cur_nimg - tick_start_nimg) / 1e3
-            mem_text, mem_fields = memory_line(device)
-            log(f"tick {cur_tick:<5d} kimg {cur_nimg / 1e3:<8.1f} time {format_time(tick_end_time - start_time):<12s} "
-                f"sec/tick {tick_time:<7.1f} sec/kimg {tick_time / tick_kimg:<7.2f} "
-                f"maintenance {maintenance:<6.1f} {mem_text}")
-            stats.report_scalar("Progress/tick", cur_tick)
-            stats.report_scalar("Progress/kimg", cur_nimg / 1e3)
-            stats.report_scalar("Timing/total_sec", tick_end_time - start_time)
-            stats.report_scalar("Timing/sec_per_tick", tick_time)
-            stats.report_scalar("Timing/sec_per_kimg", tick_time / tick_kimg)
-            stats.report_scalar("Timing/maintenance_sec", maintenance)
-            for name, value in mem_fields.items():
-                stats.report_scalar(name, value)
-
-            # Snapshot: image grid and networks.
-            if done or cur_tick % cfg.snapshot_ticks == 0:
-                kimg_tag = f"{cur_nimg // 1000:06d}"
-                write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
-                save_snapshot(run_dir / f"network-snapshot-{kimg_tag}.safetensors", cfg,
-                              {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
-                              meta={"cur_nimg": cur_nimg, "cur_tick": cur_tick})
-            writer.write(stats.collect(), cur_nimg / 1e3, time.time())
-
-            cur_tick += 1
-            tick_start_nimg = cur_nimg
-            tick_start_time = time.time()
-            maintenance = tick_start_time - tick_end_time
-            if done:
-                break
+                tick_end_time = time.time()
+                report_tick(trainer.stats, progress, tick_end_time - tick_start_time, maintenance,
+                            progress.elapsed_sec + tick_end_time - session_start, device, log)
+                snapshot_due = done or progress.cur_tick % cfg.snapshot_ticks == 0
+                progress.cur_tick += 1
+                progress.tick_start_nimg = progress.cur_nimg
+                if snapshot_due:
+                    elapsed = progress.elapsed_sec + time.time() - session_start
+                    snapshot(run_dir, cfg, nets, trainer, grid, dataclasses.replace(progress, elapsed_sec=elapsed),
+                             device, log)
+                writer.write(trainer.stats.collect(), progress.cur_nimg / 1e3, time.time())
+                tick_start_time = time.time()
+                maintenance = tick_start_time - tick_end_time
+                if done:
+                    break
     finally:
         writer.close()
     log("Exiting...")
     return nets
+
+
+def report_tick(stats: StatsCollector, progress: Progress, tick_time: float, maintenance: float, total_time: float,
+                device: torch.device, log: RunLog) -> None:
+    """The progress line of a tick, and the same figures into the tick's statistics."""
+    tick_kimg = max(progress.cur_nimg - progress.tick_start_nimg, 1) / 1e3  # before the tick advances
+    mem_text, mem_fields = memory_line(device)
+    log(f"tick {progress.cur_tick:<5d} kimg {progress.cur_nimg / 1e3:<8.1f} time {format_time(total_time):<12s} "
+        f"sec/tick {tick_time:<7.1f} sec/kimg {tick_time / tick_kimg:<7.2f} "
+        f"maintenance {maintenance:<6.1f} {mem_text}")
+    for name, value in {
+        "Progress/tick": progress.cur_tick, "Progress/kimg": progress.cur_nimg / 1e3,
+        "Timing/total_sec": total_time, "Timing/sec_per_tick": tick_time,
+        "Timing/sec_per_kimg": tick_time / tick_kimg, "Timing/maintenance_sec": maintenance, **mem_fields,
+    }.items():
+        stats.report_scalar(name, value)

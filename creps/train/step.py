@@ -81,6 +81,19 @@ class Trainer:
                             autocast=autocast_factory(device, cfg.fp32))
         self.rounds = cfg.batch_size // (cfg.batch_gpu * cfg.num_gpus)
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per network ("G", "D"), shared by its main and reg phases."""
+        return {phase.name[0]: phase.opt for phase in self.phases}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors besides weights and optimizers that training carries from step to step."""
+        return {"pl_mean": self.loss.pl_mean.detach().clone(),
+                "label_rng": self.sample_labels.get_state()}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.loss.pl_mean = state["pl_mean"].to(self.device)
+        self.sample_labels.set_state(state["label_rng"])
+
     def step(self, real_img: torch.Tensor, real_c: torch.Tensor, batch_idx: int, cur_nimg: int) -> None:
         """One iteration on this rank's share of the batch (uint8 images, float labels)."""
         cfg = self.cfg

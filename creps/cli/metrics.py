@@ -1,0 +1,137 @@
+"""`creps metrics` / `calc_metrics.py`: quality metrics of a network snapshot.
+
+With a snapshot inside a run directory, the dataset and its options come from the snapshot's
+training config and each result is appended to <run_dir>/metric-<name>.jsonl (as published);
+with --data, that dataset is used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from creps.cli.common import Parser, parse_bool, parse_list, run_cli
+from creps.errors import UserError
+
+EXAMPLES = """examples:
+  # a training run: dataset options looked up, results appended to metric-<name>.jsonl
+  python calc_metrics.py --metrics=fid50k_full,kid50k_full \\
+      --network=~/training-runs/00000-creps-mydataset/network-snapshot-000000.safetensors
+  # any snapshot: name the dataset
+  python calc_metrics.py --metrics=fid50k_full --data=~/datasets/ffhq-256x256.zip --mirror=1 \\
+      --network=network-snapshot-000000.safetensors
+
+recommended metrics: fid50k_full, kid50k_full, pr50k3_full (ppl2_wend, eqt50k_int, eqt50k_frac,
+eqr50k: not implemented yet); legacy: fid50k, kid50k, pr50k3, is50k; other counts: fid1k_full, ...
+The FID Inception weights come from --detector, else $CREPS_DETECTOR, else they are downloaded
+once into $CREPS_CACHE_DIR/detectors (default ~/.cache/creps/detectors)."""
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Calculate quality metrics for a training run or a network snapshot.",
+               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--network", dest="network", required=True, metavar="PATH", help="network snapshot (.safetensors)")
+    p.add_argument("--metrics", type=parse_list, default=("fid50k_full",), metavar="[NAME|A,B,C|none]",
+                   help="quality metrics (default: fid50k_full)")
+    p.add_argument("--data", metavar="[ZIP|DIR]", help="dataset to evaluate against (default: look up)")
+    p.add_argument("--mirror", type=parse_bool, metavar="BOOL", help="dataset x-flips (default: look up)")
+    p.add_argument("--gpus", type=int, default=1, metavar="INT", help="number of GPUs (default: 1)")
+    p.add_argument("--verbose", type=parse_bool, default=True, metavar="BOOL", help="print progress (default: 1)")
+    p.add_argument("--detector", metavar="PATH|URL",
+                   help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: $CREPS_DETECTOR "
+                        "or the published URL, cached")
+    p.add_argument("--scale", type=_positive, metavar="FLOAT", help="render CREPS networks at this scale, e.g. 2")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
+    p.add_argument("--workers", type=int, default=3, metavar="INT", help="dataset loader processes (default: 3)")
+    return p
+
+
+def find_run_dir(network: Path) -> Optional[Path]:
+    """The snapshot's directory when it is a run directory (holds training_options.json)."""
+    parent = network.parent
+    return parent if (parent / "training_options.json").is_file() else None
+
+
+def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
+    def body() -> int:
+        args = build_parser(prog).parse_args(argv)
+        from creps.metrics.registry import check_metrics
+
+        check_metrics(args.metrics)
+        if args.gpus < 1:
+            raise UserError("--gpus must be at least 1")
+        if args.gpus > 1:
+            raise UserError(f"--gpus={args.gpus}: multi-GPU metrics are not implemented yet; use --gpus=1")
+        if args.workers < 0:
+            raise UserError("--workers must be at least 0")
+        if not args.metrics:
+            return 0
+
+        import torch
+
+        from creps.checkpoint import load_snapshot
+        from creps.generate import supports_any_scale
+        from creps.metrics.inception import load_detector
+        from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_jsonl_line
+
+        say = print if args.verbose else (lambda *a, **k: None)
+        if "://" in args.network:
+            raise UserError(f"--network={args.network}: URLs are not supported yet; download the file and "
+                            "give its path")
+        network = Path(os.path.expanduser(args.network))
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cpu" and args.device is None:
+            say("No CUDA device: computing on the CPU (slow).")
+        say(f'Loading network from "{args.network}"...')
+        snap = load_snapshot(network, device=device, networks=("G_ema",))
+        G = snap.G_ema
+        if args.scale not in (None, 1.0) and not supports_any_scale(G):
+            raise UserError(f"--scale: {snap.config.cfg} networks render at their native resolution only")
+
+        if args.data is not None:
+            data_path, mirror = os.path.expanduser(args.data), False
+        else:
+            data_path, mirror = snap.config.data.path, snap.config.data.xflip
+            if not os.path.exists(data_path):
+                raise UserError(f"the snapshot's training dataset {data_path} is not there; "
+                                "please specify --data=ZIP|DIR")
+        if args.mirror is not None:
+            mirror = args.mirror
+        use_labels = G.c_dim != 0
+        say("Dataset options:")
+        say(json.dumps({"path": data_path, "xflip": mirror, "use_labels": use_labels,
+                        "resolution": G.img_resolution}, indent=2))
+        run_dir = find_run_dir(network)
+
+        detector = load_detector(args.detector, device=device)
+        for name in args.metrics:
+            say(f"Calculating {name}...")
+            result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
+                                    detector=detector, scale=args.scale, progress=args.verbose,
+                                    workers=args.workers)
+            if run_dir is not None:
+                print(append_metric_jsonl(run_dir, result, network))
+            else:
+                print(metric_jsonl_line(result, args.network))
+            say()
+        say("Exiting...")
+        return 0
+
+    return run_cli(body)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return calc_metrics(argv)

@@ -1,0 +1,22 @@
+"""Quality metrics with the published names (fid50k_full, kid50k_full, pr50k3_full, is50k, ...).
+
+`compute_metric` evaluates one metric of a generator against a dataset; `append_metric_jsonl`
+records it in the run directory as the published code does; `evaluate_snapshot` does both for
+a list of metrics (what the training loop calls after each snapshot). See registry.py.
+"""
+
+from creps.metrics.inception import InceptionV3, load_detector
+from creps.metrics.registry import (
+    METRICS,
+    append_metric_jsonl,
+    check_metrics,
+    compute_metric,
+    evaluate_snapshot,
+    metric_spec,
+    not_implemented_reason,
+)
+
+__all__ = [
+    "METRICS", "InceptionV3", "append_metric_jsonl", "check_metrics", "compute_metric", "evaluate_snapshot",
+    "load_detector", "metric_spec", "not_implemented_reason",
+]

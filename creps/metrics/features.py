@@ -1,0 +1,317 @@
+"""Detector features of real and generated images, with an on-disk cache for the reals.
+
+Reals: the dataset's images (first N items, in order) as uint8, gray repeated to RGB, through
+the detector in batches. The result (mean and covariance, or every feature) is cached under
+$CREPS_CACHE_DIR/gan-metrics, keyed by the dataset's content hash, the detector's weights
+and the options (feature, x-flips, item count, what is kept); files appear whole or not at all.
+
+Generated images: random z (a seeded torch generator, drawn on the CPU so every device gets
+the same latents) and, for conditional networks, labels of random dataset items; rendered
+on the device and converted to uint8 exactly as the published metric code does
+((img * 127.5 + 128).clamp(0, 255) then a uint8 cast), optionally at `scale` x for CREPS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from creps.atomic import atomic_path
+from creps.data.dataset import ImageDataset, open_dataset
+from creps.errors import UserError
+from creps.generate import render
+from creps.metrics.inception import cache_root
+
+POOL = "pool"  # 2048-d pool features: FID, KID, precision/recall
+LOGITS_UNBIASED = "logits_unbiased"  # 1008 logits without bias: Inception Score
+FEATURE_KINDS = (POOL, LOGITS_UNBIASED)
+CACHE_FORMAT = 1
+PIXELS_PER_GENERATOR_CALL = 1 << 22  # about 4 Mpx rendered per G call (64 images at 256x256)
+
+
+@dataclass
+class Features:
+    """What was kept of a feature set: always the count, mean and covariance (divided by N,
+    as published); every feature row too when asked for."""
+
+    count: int
+    mean: np.ndarray  # float64 [D]
+    cov: np.ndarray  # float64 [D, D]
+    values: Optional[np.ndarray] = None  # float32 [N, D]
+
+
+class FeatureAccumulator:
+    """Sums of x and x x^T in float64 (on the features' device), and optionally the rows."""
+
+    def __init__(self, limit: Optional[int], keep_all: bool):
+        self.limit, self.keep_all = limit, keep_all
+        self.count = 0
+        self.total: Optional[torch.Tensor] = None
+        self.gram: Optional[torch.Tensor] = None
+        self.rows: list[np.ndarray] = []
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+    def add(self, batch: torch.Tensor) -> None:
+        if self.limit is not None:
+            batch = batch[: max(self.limit - self.count, 0)]
+        if batch.shape[0] == 0:
+            return
+        x = batch.detach().to(torch.float64)
+        if self.total is None:
+            self.total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            self.gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+        self.total += x.sum(dim=0)
+        self.gram += x.t() @ x
+        if self.keep_all:
+            self.rows.append(batch.detach().to(torch.float32).cpu().numpy())
+        self.count += x.shape[0]
+
+    def result(self) -> Features:
+        if self.count == 0 or self.total is None or self.gram is None:
+            raise ValueError("no features were computed")
+        mean = (self.total / self.count).cpu().numpy()
+        cov = (self.gram / self.count).cpu().numpy() - np.outer(mean, mean)
+        values = np.concatenate(self.rows) if self.keep_all else None
+        return Features(count=self.count, mean=mean, cov=cov, values=values)
+
+
+# ---------------------------------------------------------------------------------------
+# Running the detector.
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """No TF32 while the detector runs on CUDA (as the published metrics run), restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def detect(detector: torch.nn.Module, images: torch.Tensor, kind: str) -> torch.Tensor:
+    """uint8 NCHW images (1 or 3 channels) -> the detector's `kind` features."""
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    with torch.no_grad(), full_precision():
+        if kind == POOL:
+            return detector(images)
+        if kind == LOGITS_UNBIASED:
+            return detector(images, logits=True)[1]
+    raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+
+
+def detector_identity(detector: torch.nn.Module) -> str:
+    """A name for the detector's weights: set by load_detector, else a hash of its state dict."""
+    identity = getattr(detector, "identity", None)
+    if not identity:
+        digest = hashlib.sha256()
+        for key, value in detector.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        identity = f"state-sha256-{digest.hexdigest()}"
+        with contextlib.suppress(AttributeError):
+            detector.identity = identity
+    return identity
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Reals, cached.
+
+
+def cache_key(dataset: ImageDataset, detector: torch.nn.Module, kind: str, keep_all: bool,
+              max_items: Optional[int]) -> str:
+    """What the cached features depend on: the dataset's contents and options (its content
+    hash covers every file, x-flips and subsetting), the detector's weights, the feature kind,
+    what is kept and how many items."""
+    fields = {
+        "format": CACHE_FORMAT, "dataset": dataset.content_hash(), "detector": detector_identity(detector),
+        "feature": kind, "keep_all": keep_all, "max_items": max_items,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(cache_dir: Path, dataset: ImageDataset, detector: torch.nn.Module, key: str) -> Path:
+    detector_name = detector_identity(detector).split("-sha256-")[0][:40]
+    return cache_dir / f"{dataset.name}-{detector_name}-{key[:32]}.npz"
+
+
+def save_features(path: Path, features: Features, key: str) -> None:
+    arrays = {"key": np.array(key), "count": np.array(features.count), "mean": features.mean, "cov": features.cov}
+    if features.values is not None:
+        arrays["values"] = features.values
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_features(path: Path, key: str, keep_all: bool) -> Optional[Features]:
+    """Cached features, or None when the file is absent, damaged or for another key."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key or (keep_all and "values" not in data):
+                return None
+            values = data["values"] if keep_all else None
+            return Features(count=int(data["count"]), mean=data["mean"], cov=data["cov"], values=values)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def dataset_features(dataset: ImageDataset, detector: torch.nn.Module, kind: str, *, keep_all: bool,
+                     max_items: Optional[int], device: torch.device, batch_size: int = 64, workers: int = 0,
+                     cache_dir: Optional[Path] = None, progress: bool = True) -> Features:
+    """Features of the first `max_items` items of `dataset` (all when None); cached in
+    `cache_dir` when given."""
+    key = path = None
+    if cache_dir is not None:
+        key = cache_key(dataset, detector, kind, keep_all, max_items)
+        path = cache_path(Path(cache_dir), dataset, detector, key)
+        cached = load_features(path, key, keep_all)
+        if cached is not None:
+            return cached
+    count = len(dataset) if max_items is None else min(len(dataset), max_items)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=range(count), num_workers=workers,
+                                         pin_memory=device.type == "cuda")
+    acc = FeatureAccumulator(limit=count, keep_all=keep_all)
+    with _progress(count, "dataset features", progress) as bar:
+        for images, _labels in loader:
+            acc.add(detect(detector, images.to(device), kind))
+            bar.update(images.shape[0])
+    features = acc.result()
+    if path is not None and key is not None:
+        save_features(path, features, key)
+    return features
+
+
+# ---------------------------------------------------------------------------------------
+# Generated images.
+
+
+def latents(G: torch.nn.Module, count: int, batch: int, seed: int,
+            labels: Optional[np.ndarray]) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """(z, c) batches for `count` images: z ~ N(0, I) from torch.Generator().manual_seed(seed),
+    c = labels of random dataset items (np.random.RandomState(seed)) or None. CPU tensors."""
+    z_gen = torch.Generator().manual_seed(seed)
+    label_rng = np.random.RandomState(seed)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        z = torch.randn([n, G.z_dim], generator=z_gen)
+        c = None
+        if G.c_dim:
+            c = torch.from_numpy(labels[label_rng.randint(len(labels), size=n)]).float()
+        yield z, c
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """G's [-1, 1] float images -> uint8, as the published metrics: (x * 127.5 + 128).clamp(0, 255)."""
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def generator_batch_size(G: torch.nn.Module, batch_size: int, scale: Optional[float]) -> int:
+    """Images per G call: about PIXELS_PER_GENERATOR_CALL pixels, at most `batch_size`."""
+    side = G.img_resolution * (scale or 1)
+    return int(max(1, min(batch_size, PIXELS_PER_GENERATOR_CALL // max(1, int(side * side)))))
+
+
+def generator_features(G: torch.nn.Module, detector: torch.nn.Module, kind: str, *, count: int, keep_all: bool,
+                       device: torch.device, labels: Optional[np.ndarray] = None, scale: Optional[float] = None,
+                       batch_size: int = 64, seed: int = 0, progress: bool = True) -> Features:
+    """Features of `count` images of G (truncation 1, random noise), rendered on `device`."""
+    if G.c_dim and labels is None:
+        raise ValueError("a conditional generator needs dataset labels to sample from")
+    acc = FeatureAccumulator(limit=count, keep_all=keep_all)
+    was_training = G.training
+    G.eval()
+    pending: list[torch.Tensor] = []
+    try:
+        with _progress(count, "generator features", progress) as bar:
+            for z, c in latents(G, count, generator_batch_size(G, batch_size, scale), seed, labels):
+                pending.append(to_uint8(render(G, z, c, noise_mode="random", scale=scale)))
+                if sum(p.shape[0] for p in pending) >= batch_size:
+                    images = torch.cat(pending)
+                    pending = []
+                    acc.add(detect(detector, images.to(device), kind))
+                    bar.update(images.shape[0])
+            if pending:
+                images = torch.cat(pending)
+                acc.add(detect(detector, images.to(device), kind))
+                bar.update(images.shape[0])
+    finally:
+        G.train(was_training)
+    return acc.result()
+
+
+# ---------------------------------------------------------------------------------------
+# One evaluation: a generator, a dataset, a detector.
+
+
+@dataclass
+class Evaluation:
+    """Everything a metric reads; metrics ask it for real and generated features."""
+
+    G: torch.nn.Module
+    data_path: str
+    mirror: bool
+    use_labels: bool
+    device: torch.device
+    detector: torch.nn.Module
+    scale: Optional[float] = None
+    progress: bool = True
+    cache_dir: Optional[Path] = None  # None: no feature cache
+    batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+    _labels: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def open_reals(self, xflip: bool) -> ImageDataset:
+        dataset = open_dataset(self.data_path, xflip=xflip)
+        if self.scale in (None, 1, 1.0) and dataset.resolution != self.G.img_resolution:
+            raise UserError(f"dataset {self.data_path}: images are {dataset.resolution}x{dataset.resolution} but "
+                            f"the network renders {self.G.img_resolution}x{self.G.img_resolution}; "
+                            "pass its training dataset with --data")
+        return dataset
+
+    def labels(self) -> Optional[np.ndarray]:
+        """Labels of the dataset's images, for conditional generators (None otherwise)."""
+        if not self.G.c_dim:
+            return None
+        if self._labels is None:
+            with open_dataset(self.data_path, use_labels=True) as dataset:
+                if dataset.label_dim != self.G.c_dim:
+                    raise UserError(f"dataset {self.data_path}: labels have {dataset.label_dim} classes but the "
+                                    f"network takes {self.G.c_dim}; pass its training dataset with --data")
+                self._labels = dataset.raw_labels.copy()
+        return self._labels
+
+    def real_features(self, kind: str, *, keep_all: bool, max_items: Optional[int], full: bool) -> Features:
+        """Features of the reals: all of them without x-flips (`full`), else the first
+        `max_items` items with x-flips as `mirror` says."""
+        with self.open_reals(xflip=self.mirror and not full) as dataset:
+            return dataset_features(dataset, self.detector, kind, keep_all=keep_all, max_items=max_items,
+                                    device=self.device, batch_size=self.batch_size, workers=self.workers,
+                                    cache_dir=self.cache_dir, progress=self.progress)
+
+    def fake_features(self, kind: str, *, keep_all: bool, count: int) -> Features:
+        return generator_features(self.G, self.detector, kind, count=count, keep_all=keep_all, device=self.device,
+                                  labels=self.labels(), scale=self.scale, batch_size=self.batch_size,
+                                  seed=self.seed, progress=self.progress)
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "gan-metrics"

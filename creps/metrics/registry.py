@@ -1,0 +1,156 @@
+"""Metric names -> computations, the published result dict, and metric-<name>.jsonl lines.
+
+    result = compute_metric("fid50k_full", G, "data.zip", mirror=False, use_labels=False, device=dev)
+    # {"results": {"fid50k_full": 3.2}, "metric": "fid50k_full", "total_time": 812.4,
+    #  "total_time_str": "13m 32s", "num_gpus": 1}
+    append_metric_jsonl(run_dir, result, run_dir / "network-snapshot-000200.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from creps.errors import UserError
+from creps.metrics import fid, inception_score, kid, precision_recall
+from creps.metrics.features import Evaluation, default_cache_dir
+from creps.metrics.inception import load_detector
+from creps.metrics.spec import NOT_IMPLEMENTED, MetricSpec, parse_metric_name
+
+PUBLISHED_NAMES = (
+    "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
+    "fid50k", "kid50k", "pr50k3", "is50k",
+)
+
+# The published metrics by name; numbered variants (fid1k_full, ...) parse on demand.
+METRICS: dict[str, MetricSpec] = {name: parse_metric_name(name) for name in PUBLISHED_NAMES}
+
+FAMILIES: dict[str, Callable[[Evaluation, MetricSpec], dict[str, float]]] = {
+    "fid": fid.evaluate,
+    "kid": kid.evaluate,
+    "pr": precision_recall.evaluate,
+    "is": inception_score.evaluate,
+}
+
+Detector = Union[str, torch.nn.Module, None]
+
+
+def metric_spec(name: str) -> MetricSpec:
+    return METRICS.get(name) or parse_metric_name(name)
+
+
+def not_implemented_reason(name: str) -> Optional[str]:
+    """Why `name` cannot be computed yet, or None when it can."""
+    reason = NOT_IMPLEMENTED.get(name)
+    return f"{name}: not implemented yet ({reason})" if reason else None
+
+
+def check_metrics(names: Sequence[str]) -> None:
+    """Raise UserError for an unknown metric or one not implemented yet (check before long work)."""
+    for name in names:
+        metric_spec(name)
+        reason = not_implemented_reason(name)
+        if reason:
+            raise UserError(f"--metrics: {reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
+
+
+def format_time(seconds: float) -> str:
+    """'12s', '3m 04s', '2h 05m 09s', '1d 02h 03m' (the published total_time_str)."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s // 60 % 60:02d}m {s % 60:02d}s"
+    return f"{s // 86400}d {s // 3600 % 24:02d}h {s // 60 % 60:02d}m"
+
+
+def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: bool, use_labels: bool,
+                   device: Union[str, torch.device], detector: Detector = None, scale: Optional[float] = None,
+                   progress: bool = True, cache_dir: Union[str, Path, None] = None, cache: bool = True,
+                   batch_size: int = 64, workers: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Compute one metric of generator `G` (used as is: pass G_ema) against `data_path`.
+
+    `detector`: a loaded detector (reuse it across calls), or a path/URL for load_detector, or
+    None ($CREPS_DETECTOR, else the published weights). `mirror`: the dataset's x-flips (used by
+    the non-_full metrics). `use_labels`: condition G on random dataset labels (always done
+    when G is conditional). `cache_dir`: where real features are cached (default
+    $CREPS_CACHE_DIR/gan-metrics; `cache=False` disables it). Returns the published dict.
+    """
+    spec = metric_spec(name)
+    reason = not_implemented_reason(name)
+    if reason:
+        raise UserError(f"{reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
+    if use_labels and not G.c_dim:
+        use_labels = False  # an unconditional network takes no labels
+    device = torch.device(device)
+    start = time.time()
+    if not isinstance(detector, torch.nn.Module):
+        detector = load_detector(detector, device=device)
+    ev = Evaluation(
+        G=G, data_path=data_path, mirror=mirror, use_labels=use_labels or bool(G.c_dim), device=device,
+        detector=detector, scale=scale, progress=progress,
+        cache_dir=(Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache else None,
+        batch_size=batch_size, workers=workers, seed=seed,
+    )
+    results = FAMILIES[spec.family](ev, spec)
+    total = time.time() - start
+    return {"results": results, "metric": name, "total_time": total, "total_time_str": format_time(total),
+            "num_gpus": 1}
+
+
+def metric_jsonl_line(result: dict[str, Any], snapshot_pkl: Union[str, Path, None],
+                      run_dir: Union[str, Path, None] = None) -> str:
+    """The published jsonl line: the result dict + snapshot_pkl (relative to the run dir) + timestamp."""
+    if snapshot_pkl is not None and run_dir is not None:
+        snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
+    return json.dumps(dict(result, snapshot_pkl=None if snapshot_pkl is None else str(snapshot_pkl),
+                           timestamp=time.time()))
+
+
+def append_metric_jsonl(run_dir: Union[str, Path], result: dict[str, Any],
+                        snapshot_pkl: Union[str, Path, None]) -> str:
+    """Append the result's line to <run_dir>/metric-<name>.jsonl and return it.
+
+    One write in append mode, then fsync: concurrent writers (the trainer, calc_metrics.py)
+    never lose each other's lines, and a line is either there whole or missing.
+    """
+    line = metric_jsonl_line(result, snapshot_pkl, run_dir)
+    path = Path(run_dir) / f"metric-{result['metric']}.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        prefix = b""
+        if os.fstat(fd).st_size > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                prefix = b"" if f.read(1) == b"\n" else b"\n"  # a torn last line stays on its own
+        os.write(fd, prefix + (line + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return line
+
+
+def evaluate_snapshot(names: Sequence[str], G: torch.nn.Module, data_path: str, *, mirror: bool,
+                      use_labels: bool, device: Union[str, torch.device], run_dir: Union[str, Path],
+                      snapshot_path: Union[str, Path], detector: Detector = None, progress: bool = False,
+                      log: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+    """What the training loop runs after writing a snapshot: each metric, its jsonl line in the
+    run directory; returns every result value by key (for stats.jsonl / TensorBoard)."""
+    values: dict[str, float] = {}
+    if names and not isinstance(detector, torch.nn.Module):
+        detector = load_detector(detector, device=device)  # once for all the metrics
+    for name in names:
+        result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
+                                detector=detector, progress=progress)
+        line = append_metric_jsonl(run_dir, result, snapshot_path)
+        if log is not None:
+            log(line)
+        values.update(result["results"])
+    return values

@@ -1,0 +1,411 @@
+"""StyleGAN2 generator ("Analyzing and Improving the Image Quality of StyleGAN", config F).
+
+The computation and the state_dict layout are those of the published
+`training/networks_stylegan2.py Generator` with the default 'skip' architecture:
+
+- `mapping`: z (+ embedded label) -> w through an MLP, broadcast to `num_ws` rows, with the
+  running mean `w_avg` used for truncation (moved on `update_emas=True` passes, as NVlabs do);
+- `synthesis`: one block per resolution 4, 8, ..., img_resolution (`b{res}`). Block b4 starts
+  from a learned constant; every later block upsamples with its first conv (`conv0`). Each
+  block ends in a 1x1 `torgb`, whose output is added to the running RGB image after that
+  image is upsampled by 2 with the FIR filter.
+
+Every 3x3 conv is a *modulated* conv: the weight is scaled per sample by a style (an affine
+map of one w row) on its input channels and renormalised per output channel (demodulation).
+It runs either as one grouped conv with per-sample weights ("fused") or as an ordinary conv
+between two per-sample scalings ("non-fused"); both compute the same function.
+
+Rows of ws: each block reads its convs' rows and then the row after them for `torgb`, and
+the next block starts at that same row (its `conv0` shares the previous `torgb`'s row).
+
+Precision follows the discriminator: there is no dtype juggling beyond the block boundary.
+Under `torch.autocast`, the blocks at the `num_fp16_res` highest resolutions compute in the
+autocast dtype and the others in float32; styles, demodulation coefficients and the RGB
+image are always float32; `force_fp32=True` turns autocast off for the whole call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from creps.nets.layers import FullyConnectedLayer
+from creps.nets.mapping import MappingNetwork
+from creps.ops.bias_act import bias_act, default_gain
+from creps.ops.conv2d_resample import conv2d_resample
+from creps.ops.upfirdn2d import setup_filter, upsample2d
+
+DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
+NOISE_MODES = ("random", "const", "none")
+DEMOD_EPS = 1e-8
+
+
+def synthesis_channels(res: int, channel_base: int, channel_max: int) -> int:
+    """Feature maps at a resolution: channel_base / res, capped at channel_max."""
+    return min(channel_base // res, channel_max)
+
+
+def _autocast_off(device_type: str):
+    """A region computed in float32 even when the caller runs under autocast."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Weight demodulation: 1 / sqrt(sum_{i,k} (w_oik * s_ni)^2 + eps), per sample and output -> [N, O]."""
+    energy = weight.square().sum(dim=[2, 3])  # [O, I]
+    return (styles.square() @ energy.t() + DEMOD_EPS).rsqrt()
+
+
+def _overflow_safe(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale weight rows and styles to max |.| ~ 1 before float16 maths; demodulation cancels the scale."""
+    fan_in = weight[0].numel()
+    weight = weight / (weight.abs().amax(dim=[1, 2, 3], keepdim=True) * math.sqrt(fan_in))
+    styles = styles / styles.abs().amax(dim=1, keepdim=True)
+    return weight, styles
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    fused: bool = True,
+    noise: Optional[torch.Tensor] = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: Optional[torch.Tensor] = None,
+    flip_weight: bool = True,
+) -> torch.Tensor:
+    """Modulated (and demodulated) conv of x [N, I, H, W] with weight [O, I, k, k] and styles [N, I].
+
+    Per sample n: w'_oik = w_oik * s_ni, then (demodulate) w''_oik = w'_oik * d_no. `noise`
+    (broadcastable to the output) is added after the conv. `fused` runs one grouped conv with
+    the per-sample weights; otherwise x is scaled by s before and by d after a shared conv.
+    """
+    n, in_ch = x.shape[0], x.shape[1]
+    out_ch = weight.shape[0]
+    if weight.shape[1] != in_ch or tuple(styles.shape) != (n, in_ch):
+        raise ValueError(
+            f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
+            f"{tuple(styles.shape)} do not agree"
+        )
+    # Styles, demodulation and per-sample weights in float32; the conv in x's precision.
+    with _autocast_off(x.device.type):
+        weight, styles = weight.float(), styles.float()
+        if demodulate and x.dtype == torch.float16:
+            weight, styles = _overflow_safe(weight, styles)
+        dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
+        if fused:
+            per_sample = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+            if dcoefs is not None:
+                per_sample = per_sample * dcoefs.reshape(n, out_ch, 1, 1, 1)
+
+    if fused:
+        grouped = x.reshape(1, n * in_ch, *x.shape[2:])
+        kernel = per_sample.reshape(n * out_ch, in_ch, *weight.shape[2:]).to(x.dtype)
+        y = conv2d_resample(grouped, kernel, f=resample_filter, up=up, padding=padding, groups=n,
+                            flip_weight=flip_weight)
+        y = y.reshape(n, out_ch, *y.shape[2:])
+    else:
+        y = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
+        y = conv2d_resample(y, weight.to(x.dtype), f=resample_filter, up=up, padding=padding,
+                            flip_weight=flip_weight)
+        if dcoefs is not None:
+            y = y * dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)
+    if noise is not None:
+        y = y + noise.to(y.dtype)
+    return y
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3x3 conv (optionally upsampling by 2) + per-pixel noise + bias, lrelu, clamp."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int = 1,
+        kernel_size: int = 3,
+        use_noise: bool = True,
+        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+        conv_clamp: Optional[float] = None,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.act_gain = default_gain("lrelu")
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+
+    def noise(self, batch: int, device: torch.device, noise_mode: str) -> Optional[torch.Tensor]:
+        """Per-pixel noise, one map per sample ('random') or the stored map ('const'), times its strength."""
+        if not self.use_noise or noise_mode == "none":
+            return None
+        if noise_mode == "random":
+            return torch.randn(batch, 1, self.resolution, self.resolution, device=device) * self.noise_strength
+        return self.noise_const * self.noise_strength
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True) -> torch.Tensor:
+        with _autocast_off(w.device.type):
+            styles = self.affine(w.float())
+        x = modulated_conv2d(
+            x, self.weight, styles, demodulate=True, fused=fused,
+            noise=self.noise(x.shape[0], x.device, noise_mode),
+            up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+            flip_weight=self.up == 1,  # the upsampling conv is a true convolution, as published
+        )
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain, clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}, resolution={self.resolution}, up={self.up}"
+
+
+class ToRGBLayer(torch.nn.Module):
+    """Modulated 1x1 conv without demodulation: features -> image channels (+ bias, clamp)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1 / math.sqrt(in_channels)  # equalized lr, folded into the styles
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        with _autocast_off(w.device.type):
+            styles = self.affine(w.float()) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
+        return bias_act(x, self.bias.to(x.dtype), act="linear", clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}"
+
+
+class SynthesisBlock(torch.nn.Module):
+    """One resolution of the 'skip' generator: (const | conv0 up 2), conv1, torgb into the image."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: Optional[float] = 256,
+        use_noise: bool = True,
+        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+        low_precision: bool = False,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution = resolution
+        self.img_channels = img_channels
+        self.low_precision = low_precision
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.is_first = in_channels == 0
+        if self.is_first:
+            self.const = torch.nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise,
+                                        resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise,
+                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+
+    @property
+    def num_conv(self) -> int:
+        return 1 if self.is_first else 2
+
+    def _compute_dtype(self, device_type: str) -> Optional[torch.dtype]:
+        """The autocast dtype for a low-precision block under autocast; None means float32."""
+        if self.low_precision and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
+
+    def forward(
+        self,
+        x: Optional[torch.Tensor],
+        img: Optional[torch.Tensor],
+        ws: Sequence[torch.Tensor],
+        noise_mode: str = "random",
+        fused: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ws: this block's rows (conv0, conv1, torgb; b4: conv1, torgb). Returns (features, image)."""
+        device_type = ws[0].device.type
+        dtype = self._compute_dtype(device_type)
+        region = contextlib.nullcontext() if dtype is not None else _autocast_off(device_type)
+        dtype = torch.float32 if dtype is None else dtype
+        with region:
+            if self.is_first:
+                x = self.const.to(dtype).unsqueeze(0).expand(ws[0].shape[0], -1, -1, -1)
+                x = self.conv1(x, ws[0], noise_mode, fused)
+            else:
+                x = self.conv0(x.to(dtype), ws[0], noise_mode, fused)
+                x = self.conv1(x, ws[1], noise_mode, fused)
+            rgb = self.torgb(x, ws[-1], fused)
+        with _autocast_off(device_type):
+            rgb = rgb.float()
+            img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
+        return x, img
+
+    def extra_repr(self) -> str:
+        precision = ", low precision under autocast" if self.low_precision else ""
+        return f"resolution={self.resolution}{precision}"
+
+
+class SynthesisNetwork(torch.nn.Module):
+    """ws [N, num_ws, w_dim] -> image [N, img_channels, img_resolution, img_resolution] (float32)."""
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        num_fp16_res: int = 4,
+        conv_clamp: Optional[float] = 256,
+        use_noise: bool = True,
+        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+        fused_modconv: Optional[bool] = None,
+    ):
+        super().__init__()
+        log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
+        if img_resolution < 4 or 2**log2 != img_resolution:
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.fused_modconv = fused_modconv
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        width = {res: synthesis_channels(res, channel_base, channel_max) for res in self.block_resolutions}
+        low_precision_from = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        for res in self.block_resolutions:
+            block = SynthesisBlock(
+                in_channels=width[res // 2] if res > 4 else 0,
+                out_channels=width[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                conv_clamp=conv_clamp,
+                use_noise=use_noise,
+                resample_filter=resample_filter,
+                low_precision=res >= low_precision_from,
+            )
+            self.add_module(f"b{res}", block)
+        self.num_ws = sum(block.num_conv for block in self.blocks()) + 1  # + the last block's torgb
+
+    def blocks(self) -> list[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def block_ws_rows(self) -> list[list[int]]:
+        """Rows of ws per block: its convs' rows, then one more for torgb, which the next block's conv0 reuses."""
+        rows, start = [], 0
+        for block in self.blocks():
+            rows.append(list(range(start, start + block.num_conv + 1)))
+            start += block.num_conv
+        return rows
+
+    def _use_fused(self, fused_modconv: Optional[bool]) -> bool:
+        """Fused (grouped-conv) modulation unless told otherwise; by default only outside training."""
+        choice = self.fused_modconv if fused_modconv is None else fused_modconv
+        return (not self.training) if choice is None else bool(choice)
+
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "random",
+        update_emas: bool = False,
+        force_fp32: bool = False,
+        fused_modconv: Optional[bool] = None,
+    ) -> torch.Tensor:
+        del update_emas  # synthesis keeps no running statistics
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        fused = self._use_fused(fused_modconv)
+        region = _autocast_off(ws.device.type) if force_fp32 else contextlib.nullcontext()
+        with region:
+            w_rows = ws.float().unbind(dim=1)
+            x = img = None
+            for block, rows in zip(self.blocks(), self.block_ws_rows()):
+                x, img = block(x, img, [w_rows[i] for i in rows], noise_mode, fused)
+        return img
+
+    def extra_repr(self) -> str:
+        return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
+
+
+class Generator(torch.nn.Module):
+    """StyleGAN2 generator: mapping network + 'skip' synthesis network."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mapping_layers: int = 8,
+        conv_clamp: Optional[float] = 256,
+        num_fp16_res: int = 4,
+        fused_modconv: Optional[bool] = None,
+        use_noise: bool = True,
+        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+        mapping_lr_multiplier: float = 0.01,
+        w_avg_beta: Optional[float] = 0.998,
+        mapping_embed_features: Optional[int] = None,
+        mapping_layer_features: Optional[int] = None,
+    ):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(
+            w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
+            num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, use_noise=use_noise,
+            resample_filter=resample_filter, fused_modconv=fused_modconv,
+        )
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(
+            z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
+            embed_features=mapping_embed_features, layer_features=mapping_layer_features,
+            lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta, w_avg_update_on="update_emas",
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: Optional[torch.Tensor],
+        truncation_psi: float = 1,
+        truncation_cutoff: Optional[int] = None,
+        update_emas: bool = False,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        fused_modconv: Optional[bool] = None,
+    ) -> torch.Tensor:
+        with _autocast_off(z.device.type):
+            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                              update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, force_fp32=force_fp32,
+                              fused_modconv=fused_modconv)
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
