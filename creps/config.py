@@ -19,10 +19,9 @@ from creps.errors import UserError
 
 CONFIGS = ("creps", "stylegan3-t", "stylegan3-r", "stylegan2")
 AUG_MODES = ("noaug", "ada", "fixed")
-TRAINABLE_CONFIGS = ("creps",)  # the others resolve (and dry-run) but do not train yet
 
 # Metric names of the published code; the numbered family (fid1k_full, kid10k_full, ...)
-# is accepted too. Computing them is not implemented yet.
+# is accepted too. creps.metrics computes them (and says which are not implemented yet).
 PUBLISHED_METRICS = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
     "fid50k", "kid50k", "pr50k3", "is50k",
@@ -72,6 +71,7 @@ class TrainOptions:
     nobench: bool = False
     workers: int = 3
     dry_run: bool = False
+    grid: Optional[str] = None  # WxH images in reals.png / fakes*.png (default: published size)
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,7 @@ class TrainConfig:
     resume: Optional[str]
     run_desc: str
     outdir: str
+    grid: Optional[tuple[int, int]] = None  # None: the published grid size for the resolution
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -268,6 +269,14 @@ def run_description(cfg: str, dataset_name: str, gpus: int, batch: int, gamma: f
     return f"{text}-{desc}" if desc else text
 
 
+def parse_grid(text: str) -> tuple[int, int]:
+    """'8x4' -> (8, 4): images per row and rows of the snapshot grids."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise UserError(f"--grid={text!r}: expected WxH in images, e.g. --grid=8x4")
+    return int(m.group(1)), int(m.group(2))
+
+
 def check_options(o: TrainOptions) -> None:
     """Validation that needs no dataset. Raises UserError naming the flag and the fix."""
     if o.cfg not in CONFIGS:
@@ -303,6 +312,8 @@ def check_options(o: TrainOptions) -> None:
     if bad:
         raise UserError(f"--metrics: unknown metric {bad[0]!r}; valid names: {', '.join(PUBLISHED_METRICS)}, "
                         "none (or another sample count, e.g. fid1k_full)")
+    if o.grid is not None:
+        parse_grid(o.grid)
     if o.desc is not None and not re.fullmatch(r"[A-Za-z0-9._+=-]+", o.desc):
         raise UserError(f"--desc={o.desc!r}: use letters, digits and . _ + = - only (it becomes part of a directory name)")
 
@@ -356,18 +367,13 @@ def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
         total_kimg=o.kimg, kimg_per_tick=o.tick, snapshot_ticks=o.snap, metrics=tuple(o.metrics), seed=o.seed,
         fp32=o.fp32, cudnn_benchmark=not o.nobench, resume=o.resume,
         run_desc=run_description(o.cfg, dataset.name, o.gpus, o.batch, o.gamma, o.desc), outdir=o.outdir,
+        grid=parse_grid(o.grid) if o.grid is not None else None,
     )
 
 
 def not_implemented_reasons(cfg: TrainConfig) -> list[str]:
     """Features a real run cannot do yet; a dry run lists them, a real run stops on them."""
     reasons = []
-    if cfg.cfg not in TRAINABLE_CONFIGS:
-        reasons.append(f"training --cfg={cfg.cfg} is not implemented yet (creps trains today)")
     if cfg.num_gpus > 1:
         reasons.append(f"--gpus={cfg.num_gpus}: multi-GPU training is not implemented yet (use --gpus=1)")
-    if cfg.augment.mode != "noaug":
-        reasons.append(f"--aug={cfg.augment.mode}: augmentation is not implemented yet (use --aug=noaug)")
-    if cfg.metrics:
-        reasons.append(f"--metrics={','.join(cfg.metrics)}: metrics are not implemented yet (use --metrics=none)")
     return reasons

@@ -232,8 +232,7 @@ def test_valid_metrics(metrics):
 def test_not_implemented_reasons():
     ok = cfg_of(aug="noaug", metrics=())
     assert not_implemented_reasons(ok) == []
-    for kw in ({"aug": "ada"}, {"metrics": ("fid50k_full",)}, {"gpus": 2}, {"cfg": "stylegan2"},
-               {"cfg": "stylegan3-t"}, {"cfg": "stylegan3-r"}):
+    for kw in ({"gpus": 2},):
         base = {"aug": "noaug", "metrics": ()}
         base.update(kw)
         reasons = not_implemented_reasons(cfg_of(**base))

@@ -165,15 +165,19 @@ def test_filtered_lrelu_step_by_step_definition():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind,up,down,padding,slope,clamp", [
-    ("sep", 2, 2, [5, 4, 5, 4], 0.2, None),
-    ("radial", 2, 2, [5, 4, 5, 4], 0.2, 3.0),
-    ("odd", 2, 1, [1, 2, 0, 3], 0.1, None),
-    ("none", 1, 1, 0, 1.0, 1.5),
+@pytest.mark.parametrize("kind,up,down,padding,slope,clamp,size", [
+    ("sep", 2, 2, [5, 4, 5, 4], 0.2, None, (7, 7)),
+    ("radial", 2, 2, [5, 4, 5, 4], 0.2, 1.0, (7, 7)),
+    ("sep", 4, 2, [-6, -9, -4, -9], 0.2, None, (14, 13)),  # the layer where the rate doubles
+    ("odd", 2, 1, [1, 2, 0, 3], 0.1, None, (5, 6)),
+    ("odd", 1, 3, [2, 0, 1, 3], 0.3, 0.5, (8, 9)),
+    ("none", 1, 1, 0, 1.0, 1.5, (4, 5)),
 ])
-def test_filtered_lrelu_gradcheck(kind, up, down, padding, slope, clamp):
+def test_filtered_lrelu_gradcheck(kind, up, down, padding, slope, clamp, size):
     fu, fd = _filters(kind, up, down)
-    x = _rand(1, 2, 7, 7, seed=2).requires_grad_()
+    if kind == "odd" and down > 1:
+        fu = None
+    x = _rand(1, 2, *size, seed=2).requires_grad_()
     b = _rand(2, seed=3).requires_grad_()
 
     def fn(x, b):
@@ -202,3 +206,17 @@ def test_filtered_lrelu_rejects_bad_arguments():
         filtered_lrelu(x[0])
     with pytest.raises(ValueError):
         filtered_lrelu(x, up=0)
+
+
+@pytest.mark.parametrize("kind,up,down,padding,gain,slope,clamp,flip", CASES)
+def test_filtered_lrelu_gradient_matches_reference(kind, up, down, padding, gain, slope, clamp, flip):
+    fu, fd = _filters(kind, up, down)
+    kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip)
+    x = (_rand(1, 2, 20, 20) * 2).requires_grad_()  # large enough for some samples to clamp
+    b = _rand(2, seed=1).requires_grad_()
+    out = filtered_lrelu(x, fu, fd, b, **kw)
+    weights = _rand(*out.shape, seed=4)
+    got = torch.autograd.grad((out * weights).sum(), (x, b))
+    want = torch.autograd.grad((filtered_lrelu_reference(x, fu, fd, b, **kw) * weights).sum(), (x, b))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-10)

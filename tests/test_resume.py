@@ -22,7 +22,7 @@ from creps.train.state import load_training_state
 pytestmark = pytest.mark.slow
 
 FLAGS = ["--cfg=creps", "--gpus=1", "--batch=4", "--gamma=1", "--cbase=256", "--cmax=32", "--map-depth=1",
-         "--mbstd-group=2", "--aug=noaug", "--metrics=none", "--tick=0.008", "--snap=1"]
+         "--mbstd-group=2", "--aug=noaug", "--metrics=none", "--tick=0.008", "--snap=1", "--grid=4x2"]
 
 
 @pytest.fixture(scope="module")

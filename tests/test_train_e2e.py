@@ -233,8 +233,7 @@ def test_second_run_gets_next_id(trained, dataset, run_dir):
 
 
 @pytest.mark.parametrize("flags", [
-    ["--aug=ada"], ["--metrics=fid50k_full"], ["--gpus=2"], ["--resume=https://example.com/net.pkl"], ["--cfg=stylegan2"],
-    ["--cfg=stylegan3-t"], ["--cfg=stylegan3-r"],
+    ["--gpus=2"], ["--resume=https://example.com/net.pkl"], ["--metrics=ppl2_wend"],
 ], ids=lambda f: f[0])
 def test_not_implemented_yet_stops_cleanly(flags, dataset, tmp_path, capsys):
     outdir = tmp_path / "runs"
@@ -243,6 +242,23 @@ def test_not_implemented_yet_stops_cleanly(flags, dataset, tmp_path, capsys):
     assert code == 2
     assert "not implemented yet" in err
     assert "Traceback" not in out + err
+    assert not run_dirs(outdir)
+
+
+def test_metrics_without_a_detector_stop_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+    """Offline and no detector file: one line that says where to get it; nothing written."""
+    import creps.metrics.inception as inception
+
+    def offline(url, dest, timeout=60.0):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(inception, "download_file", offline)
+    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CREPS_DETECTOR", raising=False)
+    outdir = tmp_path / "runs"
+    code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004", "--metrics=fid50k_full"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "--detector" in err and "Traceback" not in out + err
     assert not run_dirs(outdir)
 
 
@@ -447,3 +463,28 @@ def test_train_resume_payload_never_runs(tmp_path, dataset, capsys):
     capsys.readouterr()
     assert code == 0
     assert not marker.exists()
+
+
+def test_metrics_during_training(dataset, tmp_path, monkeypatch):
+    """--metrics evaluates every snapshot and appends metric-<name>.jsonl (thin random detector)."""
+    from creps.metrics.inception import InceptionV3
+
+    torch.manual_seed(0)
+    detector = InceptionV3(width=1 / 16)
+    path = tmp_path / "thin-detector.pth"
+    torch.save({k: v for k, v in detector.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    monkeypatch.setenv("CREPS_DETECTOR", str(path))
+    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
+    outdir = tmp_path / "runs"
+    assert train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.012", "--tick=0.004", "--snap=2",
+                  "--metrics=fid16_full,kid16_full", "--grid=4x2"]) == 0
+    (run_dir,) = run_dirs(outdir)
+    with PIL.Image.open(run_dir / "fakes000000.png") as img:
+        assert img.size == (4 * 32, 2 * 32)  # --grid=4x2
+    for name in ("fid16_full", "kid16_full"):
+        lines = [json.loads(x) for x in (run_dir / f"metric-{name}.jsonl").read_text().splitlines()]
+        assert len(lines) == 2  # ticks 0 and 2 (the last)
+        assert lines[-1]["metric"] == name and np.isfinite(lines[-1]["results"][name])
+        assert lines[-1]["snapshot_pkl"].startswith("network-snapshot-")
+    stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert "Metrics/fid16_full" in stats[0] and "Metrics/fid16_full" not in stats[1]

@@ -36,7 +36,7 @@ def demo(argv: Optional[Sequence[str]] = None, prog: str = "creps demo") -> int:
         code = train([
             f"--outdir={runs}", "--cfg=creps", f"--data={data}", "--gpus=1", "--batch=16", "--gamma=0.5",
             "--cbase=2048", "--cmax=64", "--map-depth=2", "--mbstd-group=4", "--aug=noaug", "--metrics=none",
-            "--mirror=1", f"--kimg={args.kimg}", "--tick=1", "--snap=4", "--glr=0.0025", "--dlr=0.0025",
+            "--mirror=1", f"--kimg={args.kimg}", "--tick=1", "--snap=3", "--glr=0.0025", "--dlr=0.0025", "--grid=16x12",
         ], prog="creps train")
         if code:
             return code

@@ -24,6 +24,12 @@ def _dataset(argv):
     return main(argv, prog="creps dataset")
 
 
+def _metrics(argv):
+    from creps.cli.metrics import calc_metrics
+
+    return calc_metrics(argv, prog="creps metrics")
+
+
 def _demo(argv):
     from creps.cli.demo import demo
 
@@ -34,6 +40,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_train, "train a GAN (same flags as train.py)"),
     "generate": (_generate, "render images from a snapshot (same flags as gen_images.py)"),
     "dataset": (_dataset, "convert images into a training dataset (same flags as dataset_tool.py)"),
+    "metrics": (_metrics, "quality metrics of a snapshot (same flags as calc_metrics.py)"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
 }
 

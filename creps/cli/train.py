@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
 from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, not_implemented_reasons, resolve
 from creps.errors import UserError
+from creps.metrics import load_detector, not_implemented_reason
 from creps.train.resume import ResumePlan, check_transfer_shapes, continued_config, plan_resume
 
 EXAMPLES = """examples:
@@ -59,6 +60,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     misc.add_argument("--fp32", type=parse_bool, default=False, metavar="BOOL", help="disable mixed-precision")
     misc.add_argument("--nobench", type=parse_bool, default=False, metavar="BOOL", help="disable cuDNN benchmarking")
     misc.add_argument("--workers", type=int, default=3, metavar="INT", help="DataLoader worker processes (default: 3)")
+    misc.add_argument("--grid", metavar="WxH", help="images per row and rows of reals.png/fakes*.png "
+                      "(default: the published size, up to 32x32)")
     misc.add_argument("-n", "--dry-run", action="store_true", help="print training options and exit")
     return p
 
@@ -136,6 +139,7 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
         print()
         warnings = gpu_warnings(cfg.num_gpus)
         reasons = not_implemented_reasons(cfg) + ([resume_note] if resume_note else [])
+        reasons += [r for r in (not_implemented_reason(m) for m in cfg.metrics) if r]
         if options.dry_run:
             for w in warnings:
                 print(f"warning: {w}")
@@ -145,7 +149,10 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
             return 0
         if reasons:
             raise UserError(reasons[0])
-        return launch(cfg, plan)
+        # The detector is fetched before the run directory exists: offline, this is the
+        # one-line error that says where to get it (or to pass --metrics=none).
+        detector = load_detector(device="cpu") if cfg.metrics else None
+        return launch(cfg, plan, detector)
 
     return run_cli(body)
 
@@ -161,7 +168,7 @@ def gpu_warnings(gpus: int) -> list[str]:
     return [f"--gpus={gpus} requested but only {have} CUDA device(s) are present"]
 
 
-def launch(cfg, plan: ResumePlan) -> int:
+def launch(cfg, plan: ResumePlan, detector=None) -> int:
     from creps.train.loop import run
     from creps.train.rundir import RunLog, create_run_dir
 
@@ -174,7 +181,7 @@ def launch(cfg, plan: ResumePlan) -> int:
         log = RunLog(run_dir / "log.txt")
         log(f"Run directory: {run_dir}")
     try:
-        run(cfg, run_dir, log, resume_state=plan.state, transfer_from=plan.snapshot)
+        run(cfg, run_dir, log, resume_state=plan.state, transfer_from=plan.snapshot, detector=detector)
     except KeyboardInterrupt:
         log(f"Stopped. Continue this run with --resume={run_dir}")
         raise

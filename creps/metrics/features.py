@@ -180,11 +180,15 @@ def dataset_features(dataset: ImageDataset, detector: torch.nn.Module, kind: str
     `cache_dir` when given."""
     key = path = None
     if cache_dir is not None:
+        # An entry that kept every row also holds the mean and covariance: FID can reuse KID's.
+        for stored_all in (keep_all, True):
+            key = cache_key(dataset, detector, kind, stored_all, max_items)
+            path = cache_path(Path(cache_dir), dataset, detector, key)
+            cached = load_features(path, key, stored_all)
+            if cached is not None:
+                return cached if keep_all else Features(cached.count, cached.mean, cached.cov)
         key = cache_key(dataset, detector, kind, keep_all, max_items)
         path = cache_path(Path(cache_dir), dataset, detector, key)
-        cached = load_features(path, key, keep_all)
-        if cached is not None:
-            return cached
     count = len(dataset) if max_items is None else min(len(dataset), max_items)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=range(count), num_workers=workers,
                                          pin_memory=device.type == "cuda")
@@ -268,7 +272,6 @@ class Evaluation:
     G: torch.nn.Module
     data_path: str
     mirror: bool
-    use_labels: bool
     device: torch.device
     detector: torch.nn.Module
     scale: Optional[float] = None
@@ -288,7 +291,8 @@ class Evaluation:
         return dataset
 
     def labels(self) -> Optional[np.ndarray]:
-        """Labels of the dataset's images, for conditional generators (None otherwise)."""
+        """Labels of the dataset's images, for conditional generators (None otherwise): as
+        published, a conditional G always gets labels of random dataset items."""
         if not self.G.c_dim:
             return None
         if self._labels is None:

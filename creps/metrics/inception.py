@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -287,12 +286,14 @@ class InceptionV3(torch.nn.Module):
         self.fc = torch.nn.Linear(channels, num_logits)
         self.identity: Optional[str] = None  # what the weights are (set by the loader; keys caches)
         self.eval().requires_grad_(False)
+        self.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPUs
 
     def train(self, mode: bool = True) -> "InceptionV3":
         return super().train(False)  # always uses its running statistics
 
     def pool_features(self, x: torch.Tensor) -> torch.Tensor:
         """Prepared images [N, 3, 299, 299] -> pool features [N, feature_dim]."""
+        x = x.contiguous(memory_format=torch.channels_last)
         for name in self.stem:
             x = self.get_submodule(name)(x) if name in self._modules else _pool(name, x)
         for name, _ in MIXED:
@@ -349,19 +350,19 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def expected_hash(filename: str) -> Optional[str]:
-    """The SHA-256 a file must have (full for the published file) or must start with
-    (the torch hub convention `name-<hex>.pth`), or None when its name says nothing."""
+def expected_hash(filename: str, downloaded: bool) -> Optional[str]:
+    """The SHA-256 a file must have (in full for the published file names) or start with
+    (a downloaded `name-<hex>.pth`, the torch hub convention), or None when nothing is known."""
     if filename in KNOWN_SHA256:
         return KNOWN_SHA256[filename]
-    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", filename)
+    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", filename) if downloaded else None
     return m.group(1) if m else None
 
 
-def check_hash(path: Path, filename: str, origin: str) -> str:
+def check_hash(path: Path, filename: str, origin: str, downloaded: bool = False) -> str:
     """SHA-256 of `path`, checked against what `filename` promises; a mismatch is a UserError."""
     digest = sha256_of(path)
-    want = expected_hash(filename)
+    want = expected_hash(filename, downloaded)
     if want is not None and not digest.startswith(want):
         raise UserError(f"{origin}: SHA-256 {digest[:16]}... does not match the expected {want[:16]}... "
                         f"(damaged or wrong file); delete it and download {PUBLISHED_URL} again")
@@ -369,9 +370,17 @@ def check_hash(path: Path, filename: str, origin: str) -> str:
 
 
 def download_file(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch `url` into `dest` (a temporary path). Raises OSError (URLError) when offline."""
+    """Fetch `url` into `dest` (a temporary path), with a progress bar. Raises OSError (URLError)
+    when offline."""
+    from tqdm import tqdm
+
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
-        shutil.copyfileobj(response, f, 1 << 20)
+        size = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {url.split('/')[-1]}",
+                  leave=False) as bar:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
 
 
 def fetch(url: str) -> Path:
@@ -385,7 +394,7 @@ def fetch(url: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             download_file(url, tmp)
-            check_hash(tmp, filename, url)
+            check_hash(tmp, filename, url, downloaded=True)
     except (OSError, urllib.error.URLError, TimeoutError) as err:
         reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
         raise UserError(f"cannot download the Inception detector {url} ({' '.join(str(reason).split())}); "
@@ -406,7 +415,8 @@ def load_detector(source: Optional[str] = None, device: Union[str, torch.device]
     strictly. `detector.identity` names the weights (their SHA-256) for feature caches.
     """
     source = resolve_source(source)
-    if is_url(source) and not source.startswith("file://"):
+    downloaded = is_url(source) and not source.startswith("file://")
+    if downloaded:
         path, filename = fetch(source), source.rstrip("/").split("/")[-1]
     else:
         path = Path(os.path.expanduser(source.removeprefix("file://")))
@@ -414,7 +424,7 @@ def load_detector(source: Optional[str] = None, device: Union[str, torch.device]
         if not path.is_file():
             raise UserError(f"detector {source}: no such file; give the path of {PUBLISHED_NAME} "
                             f"(from {PUBLISHED_URL}) with --detector or CREPS_DETECTOR")
-    digest = check_hash(path, filename, str(path))
+    digest = check_hash(path, filename, str(path), downloaded)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for files it cannot read

@@ -79,22 +79,22 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
 
     `detector`: a loaded detector (reuse it across calls), or a path/URL for load_detector, or
     None ($CREPS_DETECTOR, else the published weights). `mirror`: the dataset's x-flips (used by
-    the non-_full metrics). `use_labels`: condition G on random dataset labels (always done
-    when G is conditional). `cache_dir`: where real features are cached (default
+    the non-_full metrics). `use_labels`: accepted for the training loop's convenience; as
+    published, a conditional G is always fed labels of random dataset items, an unconditional
+    one none. `cache_dir`: where real features are cached (default
     $CREPS_CACHE_DIR/gan-metrics; `cache=False` disables it). Returns the published dict.
     """
     spec = metric_spec(name)
     reason = not_implemented_reason(name)
     if reason:
         raise UserError(f"{reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
-    if use_labels and not G.c_dim:
-        use_labels = False  # an unconditional network takes no labels
+    del use_labels  # G's c_dim decides: a conditional G always gets dataset labels (published rule)
     device = torch.device(device)
     start = time.time()
     if not isinstance(detector, torch.nn.Module):
         detector = load_detector(detector, device=device)
     ev = Evaluation(
-        G=G, data_path=data_path, mirror=mirror, use_labels=use_labels or bool(G.c_dim), device=device,
+        G=G, data_path=data_path, mirror=mirror, device=device,
         detector=detector, scale=scale, progress=progress,
         cache_dir=(Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache else None,
         batch_size=batch_size, workers=workers, seed=seed,

@@ -14,8 +14,12 @@ remove what it creates above the output's Nyquist frequency. Filters are float32
 `upfirdn2d` takes them: [taps] (separable), [h, w] (2-D, e.g. radial) or None (identity).
 `flip_filter` correlates instead of convolving.
 
-`filtered_lrelu` chains `upfirdn2d` and the fused `bias_act` leaky ReLU (which keeps only its
-output for the backward pass); every step is differentiable to any order.
+`filtered_lrelu` is one autograd function that keeps, for the backward pass, only one int8
+code per sample at the temporary (upsampled) rate: positive, negative or clamped. The backward
+pass is the adjoint chain (transposed down-filter, times the activation's slope, transposed
+up-filter), written with differentiable ops, so double backward (R1, path length) works.
+Separable filters are applied one axis at a time, so the upsampling pass along x does not run
+over the all-zero rows that upsampling along y inserts.
 `filtered_lrelu_reference` computes the same from the definitions, one step at a time with
 the tap-by-tap `upfirdn2d_reference`, for tests.
 """
@@ -28,7 +32,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from creps.ops.bias_act import LRELU_SLOPE, bias_act
 from creps.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_reference
 
 
@@ -54,17 +57,83 @@ def _check_args(x: torch.Tensor, b: Optional[torch.Tensor], up: int, down: int, 
         raise ValueError(f"need gain > 0, slope >= 0, clamp None or >= 0; got {gain}, {slope}, {clamp}")
 
 
-def _add_bias(x: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
-    return x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
+def _resample(x: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int, pads: tuple[int, int, int, int],
+              flip_filter: bool, gain: float) -> torch.Tensor:
+    """`upfirdn2d` with equal factors on both axes; a separable filter that upsamples is applied
+    axis by axis (x first, as upfirdn2d does), skipping the zero rows of a 2-D zero insertion."""
+    if f is None or f.ndim == 2 or up == 1:
+        return upfirdn2d(x, f, up=up, down=down, padding=list(pads), flip_filter=flip_filter, gain=gain)
+    px0, px1, py0, py1 = pads
+    x = upfirdn2d(x, f.reshape(1, -1), up=(up, 1), down=(down, 1), padding=[px0, px1, 0, 0],
+                  flip_filter=flip_filter, gain=math.sqrt(gain))
+    return upfirdn2d(x, f.reshape(-1, 1), up=(1, up), down=(1, down), padding=[0, 0, py0, py1],
+                     flip_filter=flip_filter, gain=math.sqrt(gain))
 
 
-def _activation(x: torch.Tensor, gain: float, slope: float, clamp: Optional[float]) -> torch.Tensor:
-    """clamp(lrelu_slope(x) * gain): the fused op for the usual slope, plain ops otherwise."""
-    if slope == LRELU_SLOPE:
-        return bias_act(x, None, act="lrelu", gain=gain, clamp=clamp)
-    if slope != 1:  # slope 1 is the identity (the ToRGB layer): only gain and clamp remain
-        x = F.leaky_relu(x, slope)
-    return bias_act(x, None, act="linear", gain=gain, clamp=clamp)
+def _resample_adjoint(dy: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int,
+                      pads: tuple[int, int, int, int], flip_filter: bool, gain: float,
+                      in_size: tuple[int, int]) -> torch.Tensor:
+    """Gradient wrt the input of `_resample` (same arguments), for an input of (h, w) `in_size`.
+
+    The adjoint of upsample -> pad -> valid FIR -> downsample is upsample by `down` -> pad ->
+    FIR with the filter reversed -> downsample by `up`: per axis the new leading pad is
+    taps - 1 - pad0, and the trailing pad makes the result exactly as large as the input.
+    """
+    fw, fh = filter_size(f)
+    px0, _, py0, _ = pads
+    (in_h, in_w), (out_h, out_w) = in_size, (dy.shape[2], dy.shape[3])
+    adj = (fw - 1 - px0, in_w * up - out_w * down + px0 - (up - 1),
+           fh - 1 - py0, in_h * up - out_h * down + py0 - (up - 1))
+    return _resample(dy, f, down, up, adj, not flip_filter, gain)
+
+
+def _activation_code(pre: torch.Tensor, act: torch.Tensor, clamp: Optional[float]) -> torch.Tensor:
+    """int8 per sample: +1 where the activation's input was positive, -1 where not, 0 where clamped."""
+    code = torch.where(pre > 0, 1, -1).to(torch.int8)
+    if clamp is not None:
+        code = code * (act.abs() < clamp).to(torch.int8)
+    return code
+
+
+def _activation_grad(da: torch.Tensor, code: torch.Tensor, gain: float, slope: float) -> torch.Tensor:
+    """d(loss)/d(pre-activation): gain (positive side) or slope * gain, and 0 where clamped."""
+    dpre = torch.where(code > 0, da * gain, da * (gain * slope))  # scalars keep da's precision
+    return dpre.masked_fill(code == 0, 0)
+
+
+class _FilteredLReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, fu, fd, up, down, pads, gain, slope, clamp, flip_filter):
+        y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
+        pre = _resample(y, fu, up, 1, pads, flip_filter, float(up**2))
+        del y
+        act = F.leaky_relu(pre, slope) if slope != 1 else pre
+        if gain != 1:
+            act = act * gain
+        if clamp is not None:
+            act = act.clamp(-clamp, clamp)
+        code = _activation_code(pre, act, clamp)
+        del pre
+        out = _resample(act, fd, 1, down, (0, 0, 0, 0), flip_filter, 1.0)
+        ctx.save_for_backward(code, fu, fd)
+        ctx.up, ctx.down, ctx.pads = up, down, pads
+        ctx.gain, ctx.slope, ctx.flip_filter = gain, slope, flip_filter
+        ctx.x_size, ctx.x_dtype = (x.shape[2], x.shape[3]), x.dtype
+        ctx.b_dtype = None if b is None else b.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        code, fu, fd = ctx.saved_tensors
+        tmp_size = (code.shape[2], code.shape[3])
+        da = _resample_adjoint(dout, fd, 1, ctx.down, (0, 0, 0, 0), ctx.flip_filter, 1.0, tmp_size)
+        dpre = _activation_grad(da, code, ctx.gain, ctx.slope)
+        dx = _resample_adjoint(dpre, fu, ctx.up, 1, ctx.pads, ctx.flip_filter, float(ctx.up**2), ctx.x_size)
+        db = None
+        if ctx.b_dtype is not None and ctx.needs_input_grad[1]:
+            db = dx.sum(dim=[0, 2, 3]).to(ctx.b_dtype)
+        dx = dx.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        return dx, db, None, None, None, None, None, None, None, None, None
 
 
 def filtered_lrelu(
@@ -82,10 +151,9 @@ def filtered_lrelu(
 ) -> torch.Tensor:
     """Bias, upsample with fu, leaky ReLU with gain and clamp, downsample with fd (module doc)."""
     _check_args(x, b, up, down, gain, slope, clamp)
-    y = _add_bias(x, b)
-    y = upfirdn2d(y, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up**2)
-    y = _activation(y, float(gain), float(slope), None if clamp is None else float(clamp))
-    return upfirdn2d(y, fd, down=down, flip_filter=flip_filter)
+    pads = parse_padding(padding)
+    clamp = None if clamp is None else float(clamp)
+    return _FilteredLReLU.apply(x, b, fu, fd, up, down, pads, float(gain), float(slope), clamp, flip_filter)
 
 
 def filtered_lrelu_reference(
@@ -104,7 +172,7 @@ def filtered_lrelu_reference(
     """`filtered_lrelu` step by step from the definitions (slow; for tests)."""
     _check_args(x, b, up, down, gain, slope, clamp)
     expected = filtered_lrelu_output_size((x.shape[2], x.shape[3]), fu, fd, up, down, padding)
-    biased = _add_bias(x, b)
+    biased = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
     upsampled = upfirdn2d_reference(biased, fu, up=up, padding=padding, flip_filter=flip_filter, gain=up**2)
     activated = torch.where(upsampled >= 0, upsampled, upsampled * slope) * gain
     if clamp is not None:

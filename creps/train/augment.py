@@ -12,7 +12,9 @@ source, 2x upsampling with the sym6 wavelet low-pass filter, bilinear `grid_samp
 image acting on homogeneous RGB. Each transform is applied to an image with probability
 `multiplier * p`; `p` is a buffer, so the loop can move it and checkpoints keep it.
 
-The whole pipe is differentiable w.r.t. the images, twice (R1 runs on augmented reals).
+The whole pipe is differentiable w.r.t. the images, twice (R1 runs on augmented reals):
+`F.grid_sample` where this PyTorch differentiates its input gradient again (2.13 does; 2.11
+does not), else an equivalent bilinear sampler made of gathers.
 
 `ada_adjust` is the published p update and `AdaStats` collects what it needs in the loop.
 """

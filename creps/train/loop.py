@@ -20,6 +20,7 @@ from creps.checkpoint import Snapshot, save_snapshot
 from creps.config import TrainConfig
 from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
+from creps.metrics import evaluate_snapshot, load_detector
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
 from creps.train.state import TrainingState, save_training_state, state_file_name
@@ -63,7 +64,7 @@ class Grid:
 
 def setup_grid(dataset: ImageDataset, cfg: TrainConfig) -> Grid:
     """The fixed images and latents of reals.png / fakes*.png (one class per row if labelled)."""
-    gw, gh = grid_shape(dataset.resolution)
+    gw, gh = cfg.grid or grid_shape(dataset.resolution)
     rnd = np.random.RandomState(cfg.seed)
     if cfg.data.use_labels:
         by_label: dict[tuple, list[int]] = {}
@@ -199,26 +200,33 @@ def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, device
         getattr(nets, name).load_state_dict(state.network_state(name), strict=True)
     for name, opt in trainer.optimizers().items():
         opt.load_state_dict(state.optimizer_state(name))
-    trainer.load_extra_state({"pl_mean": state.extra("pl_mean"), "label_rng": state.extra("label_rng")})
+    trainer.load_extra_state({key: state.extra(key) for key in ("pl_mean", "label_rng", "augment_p", "ada_sums")})
     state.restore_rng()
     return Progress(**state.progress)
 
 
 def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
-             device: torch.device, log: RunLog) -> None:
-    """Image grid, network snapshot and training state at the current point."""
+             device: torch.device, log: RunLog, detector: Optional[torch.nn.Module]) -> None:
+    """Image grid, network snapshot, its metrics and the training state at the current point."""
     kimg_tag = f"{progress.cur_nimg // 1000:06d}"
+    snapshot_path = run_dir / f"network-snapshot-{kimg_tag}.safetensors"
     # Snapshot work must not consume the training random streams (exact resume).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
-    save_snapshot(run_dir / f"network-snapshot-{kimg_tag}.safetensors", cfg,
-                  {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
-                  meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
+        save_snapshot(snapshot_path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
+                      meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
+        if cfg.metrics:
+            values = evaluate_snapshot(cfg.metrics, nets.G_ema, cfg.data.path, mirror=cfg.data.xflip,
+                                       use_labels=cfg.data.use_labels, device=device, run_dir=run_dir,
+                                       snapshot_path=snapshot_path, detector=detector, log=log)
+            for key, value in values.items():
+                trainer.stats.report_scalar(f"Metrics/{key}", value)
     save_state(run_dir, cfg, nets, trainer, progress, log)
 
 
 def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
-        resume_state: Optional[TrainingState] = None, transfer_from: Optional[Snapshot] = None) -> Networks:
+        resume_state: Optional[TrainingState] = None, transfer_from: Optional[Snapshot] = None,
+        detector: Optional[torch.nn.Module] = None) -> Networks:
     """Train according to `cfg`, writing into `run_dir`; continue from `resume_state` if
     given (same run, exactly), or start from the weights of `transfer_from`."""
     log = log or RunLog(run_dir / "log.txt")
@@ -246,6 +254,8 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                 getattr(nets, name).load_state_dict(source.state_dict(), strict=True)
         log(f"Starting from the weights of {cfg.resume}")
 
+    if cfg.metrics:
+        detector = (detector if detector is not None else load_detector(device="cpu")).to(device)
     per_rank_batch = cfg.batch_size // cfg.num_gpus
     workers = cfg.data.workers if device.type == "cuda" or (os.cpu_count() or 1) > 2 else 0
     batches = minibatches(dataset, per_rank_batch, cfg.seed, workers, pin_memory=device.type == "cuda",
@@ -281,14 +291,14 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
 
                 tick_end_time = time.time()
                 report_tick(trainer.stats, progress, tick_end_time - tick_start_time, maintenance,
-                            progress.elapsed_sec + tick_end_time - session_start, device, log)
+                            progress.elapsed_sec + tick_end_time - session_start, device, log, trainer.augment_p())
                 snapshot_due = done or progress.cur_tick % cfg.snapshot_ticks == 0
                 progress.cur_tick += 1
                 progress.tick_start_nimg = progress.cur_nimg
                 if snapshot_due:
                     elapsed = progress.elapsed_sec + time.time() - session_start
                     snapshot(run_dir, cfg, nets, trainer, grid, dataclasses.replace(progress, elapsed_sec=elapsed),
-                             device, log)
+                             device, log, detector)
                 writer.write(trainer.stats.collect(), progress.cur_nimg / 1e3, time.time())
                 tick_start_time = time.time()
                 maintenance = tick_start_time - tick_end_time
@@ -301,16 +311,17 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
 
 
 def report_tick(stats: StatsCollector, progress: Progress, tick_time: float, maintenance: float, total_time: float,
-                device: torch.device, log: RunLog) -> None:
+                device: torch.device, log: RunLog, augment_p: float) -> None:
     """The progress line of a tick, and the same figures into the tick's statistics."""
     tick_kimg = max(progress.cur_nimg - progress.tick_start_nimg, 1) / 1e3  # before the tick advances
     mem_text, mem_fields = memory_line(device)
     log(f"tick {progress.cur_tick:<5d} kimg {progress.cur_nimg / 1e3:<8.1f} time {format_time(total_time):<12s} "
         f"sec/tick {tick_time:<7.1f} sec/kimg {tick_time / tick_kimg:<7.2f} "
-        f"maintenance {maintenance:<6.1f} {mem_text}")
+        f"maintenance {maintenance:<6.1f} {mem_text} augment {augment_p:.3f}")
     for name, value in {
         "Progress/tick": progress.cur_tick, "Progress/kimg": progress.cur_nimg / 1e3,
         "Timing/total_sec": total_time, "Timing/sec_per_tick": tick_time,
-        "Timing/sec_per_kimg": tick_time / tick_kimg, "Timing/maintenance_sec": maintenance, **mem_fields,
+        "Timing/sec_per_kimg": tick_time / tick_kimg, "Timing/maintenance_sec": maintenance,
+        "Progress/augment": augment_p, **mem_fields,
     }.items():
         stats.report_scalar(name, value)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from creps.config import LossConfig
+from creps.ops.upfirdn2d import filter2d
 from creps.train.stats import StatsCollector
 
 
@@ -47,6 +48,15 @@ def blur_sigma_at(cur_nimg: int, init_sigma: float, fade_kimg: float) -> float:
     return max(1 - cur_nimg / (fade_kimg * 1e3), 0) * init_sigma
 
 
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with a kernel of radius floor(3 sigma), as applied to D's inputs."""
+    radius = int(math.floor(sigma * 3))
+    if radius <= 0:
+        return img
+    taps = torch.arange(-radius, radius + 1, device=img.device, dtype=torch.float32).div(sigma).square().neg().exp2()
+    return filter2d(img, taps / taps.sum())
+
+
 @dataclass
 class Phase:
     name: str  # Gmain, Greg, Gboth, Dmain, Dreg, Dboth
@@ -58,9 +68,11 @@ class Phase:
 class GANLoss:
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, cfg: LossConfig, stats: StatsCollector,
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 autocast: Optional[Callable[[], object]] = None):
+                 autocast: Optional[Callable[[], object]] = None,
+                 on_real_logits: Optional[Callable[[torch.Tensor], None]] = None):
         self.G, self.D, self.cfg, self.stats = G, D, cfg, stats
         self.augment = augment
+        self.on_real_logits = on_real_logits  # e.g. ADA's statistics of sign(D(real))
         self.autocast = autocast
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
@@ -78,7 +90,9 @@ class GANLoss:
             img = self.G.synthesis(ws, update_emas=update_emas)
         return img.float(), ws
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, update_emas: bool = False, blur_sigma: float = 0) -> torch.Tensor:
+        if blur_sigma > 0:
+            img = gaussian_blur(img, blur_sigma)
         if self.augment is not None:
             img = self.augment(img)
         with self._ctx():
@@ -91,10 +105,11 @@ class GANLoss:
             phase = {"Greg": "none", "Gboth": "Gmain"}.get(phase, phase)
         if cfg.r1_gamma == 0:
             phase = {"Dreg": "none", "Dboth": "Dmain"}.get(phase, phase)
+        blur = blur_sigma_at(cur_nimg, cfg.blur_init_sigma, cfg.blur_fade_kimg)
 
         if phase in ("Gmain", "Gboth"):
             gen_img, _ = self.run_G(gen_z, gen_c)
-            gen_logits = self.run_D(gen_img, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=blur)
             loss = F.softplus(-gen_logits)  # -log sigmoid(D(G(z)))
             self.stats.report("Loss/scores/fake", gen_logits)
             self.stats.report("Loss/signs/fake", gen_logits.sign())
@@ -115,7 +130,7 @@ class GANLoss:
         if phase in ("Dmain", "Dboth"):
             with torch.no_grad():
                 gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
-            gen_logits = self.run_D(gen_img, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img, gen_c, update_emas=True, blur_sigma=blur)
             loss_dgen = F.softplus(gen_logits)  # -log(1 - sigmoid(D(G(z))))
             self.stats.report("Loss/scores/fake", gen_logits)
             self.stats.report("Loss/signs/fake", gen_logits.sign())
@@ -124,7 +139,9 @@ class GANLoss:
         if phase in ("Dmain", "Dreg", "Dboth"):
             with_r1 = phase in ("Dreg", "Dboth")
             real = real_img.detach().requires_grad_(with_r1)
-            real_logits = self.run_D(real, real_c)
+            real_logits = self.run_D(real, real_c, blur_sigma=blur)
+            if self.on_real_logits is not None:
+                self.on_real_logits(real_logits)
             self.stats.report("Loss/scores/real", real_logits)
             self.stats.report("Loss/signs/real", real_logits.sign())
             total = torch.zeros_like(real_logits)

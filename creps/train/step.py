@@ -14,6 +14,7 @@ import torch
 
 from creps.config import OptimizerConfig, TrainConfig
 from creps.nets.registry import build_discriminator, build_generator
+from creps.train.augment import AdaStats, build_augment_pipe
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import GANLoss, Phase
 from creps.train.stats import StatsCollector
@@ -71,28 +72,43 @@ def sanitize_grads(params: list[torch.nn.Parameter]) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, nets: Networks, device: torch.device,
-                 sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None,
-                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None):
         self.cfg, self.nets, self.device = cfg, nets, device
         self.sample_labels = sample_labels
         self.stats = stats or StatsCollector()
         self.phases = build_phases(cfg, nets)
-        self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, augment=augment,
-                            autocast=autocast_factory(device, cfg.fp32))
+        self.augment_pipe = build_augment_pipe(cfg.augment, device)
+        self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device)
+        self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, augment=self.augment_pipe,
+                            autocast=autocast_factory(device, cfg.fp32),
+                            on_real_logits=self.ada.accumulate if self.ada is not None else None)
         self.rounds = cfg.batch_size // (cfg.batch_gpu * cfg.num_gpus)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimizer per network ("G", "D"), shared by its main and reg phases."""
         return {phase.name[0]: phase.opt for phase in self.phases}
 
+    def augment_p(self) -> float:
+        return float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors besides weights and optimizers that training carries from step to step."""
-        return {"pl_mean": self.loss.pl_mean.detach().clone(),
-                "label_rng": self.sample_labels.get_state()}
+        state = {"pl_mean": self.loss.pl_mean.detach().clone(), "label_rng": self.sample_labels.get_state()}
+        if self.augment_pipe is not None:
+            state["augment_p"] = self.augment_pipe.p.detach().clone()
+        if self.ada is not None:
+            sums = self.ada.state_dict()
+            state["ada_sums"] = torch.tensor([sums["sign_sum"], sums["count"]], dtype=torch.float64)
+        return state
 
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_extra_state(self, state: dict[str, Optional[torch.Tensor]]) -> None:
         self.loss.pl_mean = state["pl_mean"].to(self.device)
         self.sample_labels.set_state(state["label_rng"])
+        if self.augment_pipe is not None and state.get("augment_p") is not None:
+            self.augment_pipe.p.copy_(state["augment_p"])
+        if self.ada is not None and state.get("ada_sums") is not None:
+            total, count = state["ada_sums"].tolist()
+            self.ada.load_state_dict({"sign_sum": total, "count": count})
 
     def step(self, real_img: torch.Tensor, real_c: torch.Tensor, batch_idx: int, cur_nimg: int) -> None:
         """One iteration on this rank's share of the batch (uint8 images, float labels)."""
@@ -110,6 +126,8 @@ class Trainer:
                             cur_nimg)
         beta = ema_beta(cfg.batch_size, cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
         update_ema(self.nets.G_ema, self.nets.G, beta)
+        if self.ada is not None and self.ada.ready(batch_idx + 1):
+            self.ada.update(self.augment_pipe)
 
     def _run_phase(self, phase: Phase, real_imgs, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:
         phase.opt.zero_grad(set_to_none=True)
