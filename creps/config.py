@@ -369,11 +369,3 @@ def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
         run_desc=run_description(o.cfg, dataset.name, o.gpus, o.batch, o.gamma, o.desc), outdir=o.outdir,
         grid=parse_grid(o.grid) if o.grid is not None else None,
     )
-
-
-def not_implemented_reasons(cfg: TrainConfig) -> list[str]:
-    """Features a real run cannot do yet; a dry run lists them, a real run stops on them."""
-    reasons = []
-    if cfg.num_gpus > 1:
-        reasons.append(f"--gpus={cfg.num_gpus}: multi-GPU training is not implemented yet (use --gpus=1)")
-    return reasons

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fixtures_dir() -> Path:
     return Path(os.environ.get("CREPS_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+def network_fixtures(network: str) -> list[Path]:
+    """The fixture files (*.json) that record `network`, sorted; none without a fixtures directory."""
+    root = fixtures_dir()
+    if not root.is_dir():
+        return []
+    return [path for path in sorted(root.glob("*.json")) if json.loads(path.read_text()).get("network") == network]
+
+
+def seeded_randn(*shape, dtype=torch.float64, seed=0) -> torch.Tensor:
+    """Standard normal samples from their own generator: the same for a seed whatever ran before."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=dtype)
 
 
 @pytest.fixture(autouse=True)

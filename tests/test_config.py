@@ -14,7 +14,6 @@ from creps.config import (
     TrainConfig,
     TrainOptions,
     check_options,
-    not_implemented_reasons,
     resolve,
     run_description,
 )
@@ -229,11 +228,3 @@ def test_valid_metrics(metrics):
     assert cfg_of(metrics=metrics).metrics == metrics
 
 
-def test_not_implemented_reasons():
-    ok = cfg_of(aug="noaug", metrics=())
-    assert not_implemented_reasons(ok) == []
-    for kw in ({"gpus": 2},):
-        base = {"aug": "noaug", "metrics": ()}
-        base.update(kw)
-        reasons = not_implemented_reasons(cfg_of(**base))
-        assert len(reasons) == 1 and "not implemented yet" in reasons[0]

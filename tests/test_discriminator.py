@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import network_fixtures
 from creps.compat import build_published
 from creps.compat.discriminator import build_stylegan2_discriminator
 from creps.nets.discriminator import Discriminator, minibatch_stddev
-
-FIXTURES = Path(os.environ.get("CREPS_FIXTURES", Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"))
 
 
 def _small_d(res=32, **kw) -> Discriminator:
@@ -144,18 +141,7 @@ def test_conv_clamp_none_and_state_dict_unchanged():
     assert set(d.state_dict()) == set(_small_d(16).state_dict())
 
 
-def _discriminator_fixtures():
-    if not FIXTURES.is_dir():
-        return []
-    found = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        meta = json.loads(path.read_text())
-        if meta.get("network") == "stylegan2.Discriminator":
-            found.append(pytest.param(path, id=path.stem))
-    return found
-
-
-@pytest.mark.parametrize("path", _discriminator_fixtures())
+@pytest.mark.parametrize("path", network_fixtures("stylegan2.Discriminator"), ids=lambda p: p.stem)
 def test_state_dict_layout_matches_fixture(path):
     from safetensors import safe_open
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import seeded_randn
 from creps.ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_output_size, filtered_lrelu_reference
 from creps.ops.filters import (
     bessel_j1,
@@ -16,11 +17,6 @@ from creps.ops.filters import (
     kaiser_beta,
     kaiser_lowpass,
 )
-
-
-def _rand(*shape, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen, dtype=dtype)
 
 
 # --- filter design ---------------------------------------------------------------------------
@@ -136,8 +132,8 @@ CASES = [
 @pytest.mark.parametrize("kind,up,down,padding,gain,slope,clamp,flip", CASES)
 def test_filtered_lrelu_matches_reference(kind, up, down, padding, gain, slope, clamp, flip):
     fu, fd = _filters(kind, up, down)
-    x = _rand(2, 3, 20, 20, dtype=torch.float32)
-    b = _rand(3, dtype=torch.float32, seed=1)
+    x = seeded_randn(2, 3, 20, 20, dtype=torch.float32)
+    b = seeded_randn(3, dtype=torch.float32, seed=1)
     kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip)
     got = filtered_lrelu(x, fu, fd, b, **kw)
     want = filtered_lrelu_reference(x.double(), fu, fd, b.double(), **kw)
@@ -150,7 +146,7 @@ def test_filtered_lrelu_step_by_step_definition():
     """Direct check of the semantics on one channel: bias, up x2 with fu, lrelu, down x2 with fd."""
     fu = torch.tensor([0.25, 0.5, 0.25])
     fd = torch.tensor([0.5, 0.5])
-    x = _rand(1, 1, 5, 5)
+    x = seeded_randn(1, 1, 5, 5)
     b = torch.tensor([0.3], dtype=torch.float64)
     y = x + 0.3
     big = torch.zeros(1, 1, 10, 10, dtype=torch.float64)
@@ -177,8 +173,8 @@ def test_filtered_lrelu_gradcheck(kind, up, down, padding, slope, clamp, size):
     fu, fd = _filters(kind, up, down)
     if kind == "odd" and down > 1:
         fu = None
-    x = _rand(1, 2, *size, seed=2).requires_grad_()
-    b = _rand(2, seed=3).requires_grad_()
+    x = seeded_randn(1, 2, *size, seed=2).requires_grad_()
+    b = seeded_randn(2, seed=3).requires_grad_()
 
     def fn(x, b):
         return filtered_lrelu(x, fu, fd, b, up=up, down=down, padding=padding, gain=math.sqrt(2),
@@ -190,7 +186,7 @@ def test_filtered_lrelu_gradcheck(kind, up, down, padding, slope, clamp, size):
 
 def test_filtered_lrelu_keeps_low_precision_dtype():
     fu, fd = _filters("sep", 2, 2)
-    x = _rand(1, 4, 12, 12, dtype=torch.bfloat16)
+    x = seeded_randn(1, 4, 12, 12, dtype=torch.bfloat16)
     b = torch.zeros(4, dtype=torch.bfloat16)
     y = filtered_lrelu(x, fu, fd, b, up=2, down=2, padding=[9, 8, 9, 8], clamp=256)
     want = filtered_lrelu(x.float(), fu, fd, b.float(), up=2, down=2, padding=[9, 8, 9, 8], clamp=256)
@@ -212,10 +208,10 @@ def test_filtered_lrelu_rejects_bad_arguments():
 def test_filtered_lrelu_gradient_matches_reference(kind, up, down, padding, gain, slope, clamp, flip):
     fu, fd = _filters(kind, up, down)
     kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp, flip_filter=flip)
-    x = (_rand(1, 2, 20, 20) * 2).requires_grad_()  # large enough for some samples to clamp
-    b = _rand(2, seed=1).requires_grad_()
+    x = (seeded_randn(1, 2, 20, 20) * 2).requires_grad_()  # large enough for some samples to clamp
+    b = seeded_randn(2, seed=1).requires_grad_()
     out = filtered_lrelu(x, fu, fd, b, **kw)
-    weights = _rand(*out.shape, seed=4)
+    weights = seeded_randn(*out.shape, seed=4)
     got = torch.autograd.grad((out * weights).sum(), (x, b))
     want = torch.autograd.grad((filtered_lrelu_reference(x, fu, fd, b, **kw) * weights).sum(), (x, b))
     for g, w in zip(got, want):

@@ -17,26 +17,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fixtures_dir
+from conftest import network_fixtures
 from creps.metrics.inception import from_state_dict
 
 NETWORK = "inception_v3_fid"
 MASK64 = (1 << 64) - 1
 
 
-def _fixtures():
-    root = fixtures_dir()
-    if not root.is_dir():
-        return []
-    found = []
-    for path in sorted(root.glob("*.json")):
-        spec = json.loads(path.read_text())
-        if spec.get("network") == NETWORK:
-            found.append((path, spec))
-    return found
-
-
-FIXTURES = _fixtures()
+FIXTURES = [(path, json.loads(path.read_text())) for path in network_fixtures(NETWORK)]
 
 
 def splitmix64_stream(stream: int, count: int) -> np.ndarray:

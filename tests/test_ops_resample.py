@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import seeded_randn
 from creps.ops.conv2d_resample import conv2d_resample
 from creps.ops.upfirdn2d import (
     downsample2d,
@@ -18,11 +19,6 @@ from creps.ops.upfirdn2d import (
     upfirdn2d_reference,
     upsample2d,
 )
-
-
-def _rand(*shape, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen, dtype=dtype)
 
 
 def _numpy_upfirdn_1ch(img: np.ndarray, filt: np.ndarray, up, down, pads, flip, gain) -> np.ndarray:
@@ -64,10 +60,10 @@ UPFIRDN_CASES = [
 @pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 2, 3, 4, 4, 3, 2, 1], "asym2d"])
 def test_upfirdn2d_matches_reference(up, down, padding, flip, gain, taps):
     if taps == "asym2d":
-        f = _rand(3, 4, dtype=torch.float32, seed=5)
+        f = seeded_randn(3, 4, dtype=torch.float32, seed=5)
     else:
         f = setup_filter(taps, separable=len(taps) >= 8)
-    x = _rand(2, 3, 11, 10, dtype=torch.float64, seed=1)
+    x = seeded_randn(2, 3, 11, 10, dtype=torch.float64, seed=1)
     fast = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
     slow = upfirdn2d_reference(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
     assert fast.shape == slow.shape
@@ -76,8 +72,8 @@ def test_upfirdn2d_matches_reference(up, down, padding, flip, gain, taps):
 
 @pytest.mark.parametrize("up,down,padding,flip,gain", UPFIRDN_CASES[:6])
 def test_reference_matches_numpy_loops(up, down, padding, flip, gain):
-    f = _rand(3, 2, dtype=torch.float32, seed=7)
-    x = _rand(1, 2, 5, 4, seed=8)
+    f = seeded_randn(3, 2, dtype=torch.float32, seed=7)
+    x = seeded_randn(1, 2, 5, 4, seed=8)
     ours = upfirdn2d_reference(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
     as_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
     pads = [padding] * 4 if isinstance(padding, int) else list(padding)
@@ -123,7 +119,7 @@ def test_upfirdn2d_rejects_too_small_input():
 )
 def test_upfirdn2d_gradcheck(taps, up, down, padding):
     f = setup_filter(taps, separable=len(taps) >= 8)
-    x = _rand(1, 2, 5, 5, seed=3).requires_grad_(True)
+    x = seeded_randn(1, 2, 5, 5, seed=3).requires_grad_(True)
     fn = lambda t: upfirdn2d(t, f, up=up, down=down, padding=padding, gain=1.5)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
@@ -161,8 +157,8 @@ CONV_CASES = list(
 def test_conv2d_resample_matches_composition(kernel, updown, groups, flip_weight):
     up, down = updown
     f = setup_filter([1, 3, 3, 1])
-    x = _rand(2, 4, 6, 6, seed=11)
-    w = _rand(6, 4 // groups, kernel, kernel, seed=12)
+    x = seeded_randn(2, 4, 6, 6, seed=11)
+    w = seeded_randn(6, 4 // groups, kernel, kernel, seed=12)
     for padding, flip_filter in ((kernel // 2, False), ([1, 0, 2, 1], True)):
         got = conv2d_resample(
             x, w, f=f, up=up, down=down, padding=padding, groups=groups, flip_weight=flip_weight, flip_filter=flip_filter
@@ -183,8 +179,8 @@ def test_conv2d_resample_output_sizes():
 
 def test_conv2d_resample_gradcheck():
     f = setup_filter([1, 3, 3, 1])
-    x = _rand(1, 2, 4, 4, seed=21).requires_grad_(True)
-    w = _rand(3, 2, 3, 3, seed=22).requires_grad_(True)
+    x = seeded_randn(1, 2, 4, 4, seed=21).requires_grad_(True)
+    w = seeded_randn(3, 2, 3, 3, seed=22).requires_grad_(True)
     for up, down, flip in ((1, 2, True), (2, 1, False)):
         fn = lambda a, b: conv2d_resample(a, b, f, up=up, down=down, padding=1, flip_weight=flip)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x, w))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import fixtures_dir
+from conftest import network_fixtures
 from creps.compat import build_published
 from creps.compat.stylegan2_g import build_stylegan2_generator
 from creps.config import GeneratorConfig
@@ -193,18 +193,7 @@ def test_truncation():
     torch.testing.assert_close(img, img[:1].expand_as(img))
 
 
-def _sg2_generator_fixtures():
-    if not fixtures_dir().is_dir():
-        return []
-    found = []
-    for path in sorted(fixtures_dir().glob("*.json")):
-        spec = json.loads(path.read_text())
-        if spec.get("network") == "stylegan2.Generator":
-            found.append(pytest.param(path, id=path.stem))
-    return found
-
-
-@pytest.mark.parametrize("path", _sg2_generator_fixtures())
+@pytest.mark.parametrize("path", network_fixtures("stylegan2.Generator"), ids=lambda p: p.stem)
 def test_state_dict_layout_equals_published(path):
     spec = json.loads(path.read_text())
     published = {k.removeprefix("param."): v for k, v in load_file(str(path.with_suffix(".safetensors"))).items()

@@ -10,12 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fixtures_dir
+from conftest import network_fixtures
 from creps.compat import build_published
 from creps.nets.stylegan3 import Generator, layer_plan, make_transform, set_user_transform
 
-SG3_FIXTURES = [p for p in sorted(fixtures_dir().glob("*.json")) if fixtures_dir().is_dir()
-                and json.loads(p.read_text()).get("network") == "stylegan3.Generator"]
+SG3_FIXTURES = network_fixtures("stylegan3.Generator")
 needs_fixtures = pytest.mark.skipif(not SG3_FIXTURES, reason="no stylegan3 parity fixtures found")
 
 

@@ -233,7 +233,7 @@ def test_second_run_gets_next_id(trained, dataset, run_dir):
 
 
 @pytest.mark.parametrize("flags", [
-    ["--gpus=2"], ["--resume=https://example.com/net.pkl"], ["--metrics=ppl2_wend"],
+    ["--resume=https://example.com/net.pkl"], ["--metrics=ppl2_wend"],
 ], ids=lambda f: f[0])
 def test_not_implemented_yet_stops_cleanly(flags, dataset, tmp_path, capsys):
     outdir = tmp_path / "runs"

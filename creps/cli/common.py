@@ -22,6 +22,17 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
+def positive_float(text: str) -> float:
+    """A number greater than zero (e.g. --scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """'a,b,c' -> ('a', 'b', 'c'); 'none' or '' -> ()."""
     if text is None or text.strip().lower() in ("", "none"):

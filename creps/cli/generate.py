@@ -7,18 +7,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import Parser, run_cli
+from creps.cli.common import Parser, positive_float, run_cli
 from creps.errors import UserError
-
-
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -44,7 +34,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise mode")
     p.add_argument("--outdir", required=True, metavar="DIR", help="where to save the output images")
-    p.add_argument("--scale", type=_scale, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
+    p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
     p.add_argument("--size", type=_size, metavar="N|WxH", help="explicit output size for CREPS networks")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
     return p

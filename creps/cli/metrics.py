@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import Parser, parse_bool, parse_list, run_cli
+from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
 
 EXAMPLES = """examples:
@@ -30,16 +30,6 @@ The FID Inception weights come from --detector, else $CREPS_DETECTOR, else they 
 once into $CREPS_CACHE_DIR/detectors (default ~/.cache/creps/detectors)."""
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Calculate quality metrics for a training run or a network snapshot.",
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +43,7 @@ def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
     p.add_argument("--detector", metavar="PATH|URL",
                    help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: $CREPS_DETECTOR "
                         "or the published URL, cached")
-    p.add_argument("--scale", type=_positive, metavar="FLOAT", help="render CREPS networks at this scale, e.g. 2")
+    p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="render CREPS networks at this scale, e.g. 2")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
     p.add_argument("--workers", type=int, default=3, metavar="INT", help="dataset loader processes (default: 3)")
     return p

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
-from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, not_implemented_reasons, resolve
+from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, resolve
 from creps.errors import UserError
 from creps.metrics import load_detector, not_implemented_reason
+from creps.train.distributed import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
+                                     shutdown, spawn)
 from creps.train.resume import ResumePlan, check_transfer_shapes, continued_config, plan_resume
 
 EXAMPLES = """examples:
@@ -99,6 +103,9 @@ def summary_lines(cfg, run_dir_hint: str) -> list[str]:
 
 
 def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
+    """Under torchrun every process runs this; only rank 0 prints and writes."""
+    world = env_world() if launched_by_torchrun() else SINGLE
+
     def body() -> int:
         import os
 
@@ -108,6 +115,9 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
         args.outdir = os.path.expanduser(args.outdir)
         args.data = os.path.expanduser(args.data)
         options = options_from_args(args)
+        if world.enabled and options.gpus != world.size:
+            raise UserError(f"--gpus={options.gpus}, but torchrun started {world.size} processes; "
+                            f"pass --gpus={world.size}")
         check_options(options)
         check_outdir(options.outdir)
         info = dataset_info(options.data)
@@ -137,8 +147,8 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
         if plan.state is not None:
             print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
         print()
-        warnings = gpu_warnings(cfg.num_gpus)
-        reasons = not_implemented_reasons(cfg) + ([resume_note] if resume_note else [])
+        warnings = gpu_warnings(cfg.num_gpus, world)
+        reasons = [resume_note] if resume_note else []
         reasons += [r for r in (not_implemented_reason(m) for m in cfg.metrics) if r]
         if options.dry_run:
             for w in warnings:
@@ -151,43 +161,132 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
             raise UserError(reasons[0])
         # The detector is fetched before the run directory exists: offline, this is the
         # one-line error that says where to get it (or to pass --metrics=none).
-        detector = load_detector(device="cpu") if cfg.metrics else None
+        if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
+            raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
+        detector = load_detector(device="cpu") if cfg.metrics and world.is_main else None
+        if world.enabled:
+            return launch_torchrun(cfg, plan, detector, world)
+        if cfg.num_gpus > 1:
+            return launch_spawn(cfg, plan)
         return launch(cfg, plan, detector)
 
-    return run_cli(body)
+    with quiet_unless(world.is_main):
+        return run_cli(body)
 
 
-def gpu_warnings(gpus: int) -> list[str]:
+@contextlib.contextmanager
+def quiet_unless(main: bool):
+    """Non-zero ranks print nothing (rank 0 speaks for the run)."""
+    if main:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+def torch_cuda_count() -> int:
     import torch
 
-    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_warnings(gpus: int, world: World = SINGLE) -> list[str]:
+    have = torch_cuda_count()
     if have >= gpus:
         return []
     if have == 0:
+        if gpus > 1:
+            return [f"--gpus={gpus} but no CUDA device is present: {gpus} CPU processes would train (gloo)"]
         return [f"--gpus={gpus} requested but no CUDA device is present; training would run on the CPU"]
     return [f"--gpus={gpus} requested but only {have} CUDA device(s) are present"]
 
 
-def launch(cfg, plan: ResumePlan, detector=None) -> int:
-    from creps.train.loop import run
+def open_run_dir(cfg, plan: ResumePlan):
+    """(run_dir, log) for rank 0: the resumed run's directory, or a new one."""
     from creps.train.rundir import RunLog, create_run_dir
 
     if plan.run_dir is not None:
-        run_dir = plan.run_dir
-        log = RunLog(run_dir / "log.txt")
-        log(f"Continuing run {run_dir} from {plan.state.path.name}")
-    else:
-        run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
-        log = RunLog(run_dir / "log.txt")
-        log(f"Run directory: {run_dir}")
+        log = RunLog(plan.run_dir / "log.txt")
+        log(f"Continuing run {plan.run_dir} from {plan.state.path.name}")
+        return plan.run_dir, log
+    run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
+    log = RunLog(run_dir / "log.txt")
+    log(f"Run directory: {run_dir}")
+    return run_dir, log
+
+
+def quiet_log():
+    from creps.train.rundir import RunLog
+
+    return RunLog(None, stream=open(os.devnull, "w"))
+
+
+def train_in_run_dir(cfg, plan: ResumePlan, run_dir, log, detector=None, world: World = SINGLE) -> int:
+    from creps.train.loop import run
+
     try:
-        run(cfg, run_dir, log, resume_state=plan.state, transfer_from=plan.snapshot, detector=detector)
+        run(cfg, run_dir, log, resume_state=plan.state, transfer_from=plan.snapshot, detector=detector, world=world)
     except KeyboardInterrupt:
         log(f"Stopped. Continue this run with --resume={run_dir}")
         raise
     finally:
         log.close()
     return 0
+
+
+def launch(cfg, plan: ResumePlan, detector=None) -> int:
+    run_dir, log = open_run_dir(cfg, plan)
+    return train_in_run_dir(cfg, plan, run_dir, log, detector)
+
+
+def launch_torchrun(cfg, plan: ResumePlan, detector, world: World) -> int:
+    """Every torchrun process: join the group, rank 0 makes the run directory, all train."""
+    from pathlib import Path
+
+    init(world)
+    try:
+        run_dir, log = open_run_dir(cfg, plan) if world.is_main else (None, quiet_log())
+        run_dir = Path(broadcast_object(str(run_dir) if world.is_main else None, world))
+        return train_in_run_dir(cfg, plan, run_dir, log, detector, world)
+    finally:
+        shutdown()
+
+
+def launch_spawn(cfg, plan: ResumePlan) -> int:
+    """--gpus=N without torchrun: N local processes (NCCL on GPUs, gloo on CPUs)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    run_dir, log = open_run_dir(cfg, plan)
+    log.close()
+    state = str(plan.state.path) if plan.state is not None else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            spawn(_spawned_rank, cfg.num_gpus, tmp, args=(cfg.to_json(), str(run_dir), state, plan.snapshot is not None))
+    except mp.ProcessRaisedException as err:
+        last = str(err).strip().splitlines()[-1]
+        raise UserError(f"a training process failed: {last.split('Error: ', 1)[-1]}") from None
+    return 0
+
+
+def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optional[str], transfer: bool) -> None:
+    import json
+    from pathlib import Path
+
+    from creps.checkpoint import load_snapshot
+    from creps.config import TrainConfig
+    from creps.metrics import load_detector as load
+    from creps.train.rundir import RunLog
+    from creps.train.state import load_training_state
+
+    cfg = TrainConfig.from_dict(json.loads(cfg_json))
+    plan = ResumePlan(run_dir=Path(run_dir) if state_path else None,
+                      state=load_training_state(state_path) if state_path else None,
+                      snapshot=load_snapshot(cfg.resume) if transfer else None)
+    log = RunLog(Path(run_dir) / "log.txt") if world.is_main else quiet_log()
+    detector = load(device="cpu") if cfg.metrics and world.is_main else None
+    train_in_run_dir(cfg, plan, Path(run_dir), log, detector, world)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,51 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from creps.compat.kwargs import Section, translate
 from creps.nets.stylegan3 import FILTER_SIZE, LRELU_UPSAMPLING, Generator
 
 _REQUIRED = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
-# published top-level name -> our keyword (the names happen to agree)
-_TOP_LEVEL = {
-    name: name
-    for name in (
+# published top-level names (ours agree)
+_TOP = Section(
+    names={name: name for name in (
         "z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "channel_base", "channel_max",
         "num_layers", "num_critical", "first_cutoff", "first_stopband", "last_stopband_rel", "margin_size",
         "output_scale", "num_fp16_res", "conv_kernel", "use_radial_filters", "conv_clamp", "magnitude_ema_beta",
-    )
-}
-_MAPPING = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier", "w_avg_beta": "w_avg_beta"}
-# accepted only with these (the published defaults) values
-_FIXED = {
-    "top": {"filter_size": FILTER_SIZE, "lrelu_upsampling": LRELU_UPSAMPLING},
-    "mapping_kwargs": {"freeze_layers": 0, "freeze_embed": False},
-}
-
-
-def _take(section: str, given: dict[str, Any], names: dict[str, str], out: dict[str, Any]) -> None:
-    unknown = []
-    for key, value in given.items():
-        if key in names:
-            out[names[key]] = value
-        elif key in _FIXED[section]:
-            if value != _FIXED[section][key]:
-                raise ValueError(f"StyleGAN3 generator: {key}={value!r} is not supported "
-                                 f"(only {_FIXED[section][key]!r})")
-        else:
-            unknown.append(key)
-    if unknown:
-        where = "" if section == "top" else f" in {section}"
-        raise ValueError(f"StyleGAN3 generator: unknown argument(s){where}: {', '.join(sorted(unknown))}")
+    )},
+    fixed={"filter_size": FILTER_SIZE, "lrelu_upsampling": LRELU_UPSAMPLING},
+)
+_MAPPING = Section(
+    names={"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier", "w_avg_beta": "w_avg_beta"},
+    fixed={"freeze_layers": 0, "freeze_embed": False},
+)
 
 
 def build_stylegan3_generator(init: dict[str, Any]) -> Generator:
     """Our StyleGAN3 Generator (T or R) for the published constructor kwargs `init`."""
-    missing = [k for k in _REQUIRED if k not in init]
-    if missing:
-        raise ValueError(f"StyleGAN3 generator: missing argument(s): {', '.join(missing)}")
-    mapping = init.get("mapping_kwargs") or {}
-    if not isinstance(mapping, dict):
-        raise ValueError(f"StyleGAN3 generator: mapping_kwargs must be a dict, got {type(mapping).__name__}")
-    kwargs: dict[str, Any] = {}
-    _take("top", {k: v for k, v in init.items() if k != "mapping_kwargs"}, _TOP_LEVEL, kwargs)
-    _take("mapping_kwargs", dict(mapping), _MAPPING, kwargs)
-    return Generator(**kwargs)
+    return Generator(**translate("StyleGAN3 generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING}))

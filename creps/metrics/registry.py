@@ -21,6 +21,7 @@ from creps.metrics import fid, inception_score, kid, precision_recall
 from creps.metrics.features import Evaluation, default_cache_dir
 from creps.metrics.inception import load_detector
 from creps.metrics.spec import NOT_IMPLEMENTED, MetricSpec, parse_metric_name
+from creps.timefmt import format_time
 
 PUBLISHED_NAMES = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
@@ -57,18 +58,6 @@ def check_metrics(names: Sequence[str]) -> None:
         reason = not_implemented_reason(name)
         if reason:
             raise UserError(f"--metrics: {reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
-
-
-def format_time(seconds: float) -> str:
-    """'12s', '3m 04s', '2h 05m 09s', '1d 02h 03m' (the published total_time_str)."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s // 60 % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {s // 3600 % 24:02d}h {s // 60 % 60:02d}m"
 
 
 def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: bool, use_labels: bool,

@@ -20,8 +20,11 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from creps.nets.generator import MappedGenerator
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
+from creps.nets.precision import autocast_off
+from creps.nets.resolution import feature_channels, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
 
 Size = Union[int, Sequence[int]]
@@ -43,12 +46,8 @@ def line_coords(n: int, device=None) -> torch.Tensor:
     return torch.linspace(0, 1, n, device=device)
 
 
-def _autocast_off(device: torch.device):
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-class ModulatedFC(torch.nn.Module):
-    """Modulated FC layer with demodulation, bias, lrelu and clamping (published `fc0/fc1`)."""
+class _StyledLinear(torch.nn.Module):
+    """What every modulated FC layer holds: `affine` (w -> styles), `weight` [O, I], `bias` [O]."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, clamp: Optional[float] = 256):
         super().__init__()
@@ -57,6 +56,13 @@ class ModulatedFC(torch.nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels))
         self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+
+
+class ModulatedFC(_StyledLinear):
+    """Modulated FC layer with demodulation, bias, lrelu and clamping (published `fc0/fc1`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, clamp: Optional[float] = 256):
+        super().__init__(in_channels, out_channels, w_dim, clamp)
         self.act_gain = default_gain("lrelu")
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -65,16 +71,11 @@ class ModulatedFC(torch.nn.Module):
         return bias_act(x, self.bias, dim=-1, act="lrelu", gain=self.act_gain, clamp=self.clamp)
 
 
-class ToRes(torch.nn.Module):
+class ToRes(_StyledLinear):
     """Modulated FC without demodulation or activation producing a block's residual output."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, clamp: Optional[float] = 256):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.clamp = clamp
-        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels))
-        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
+        super().__init__(in_channels, out_channels, w_dim, clamp)
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ class BilineInput(torch.nn.Module):
 
     def forward(self, w: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """Returns the bi-line [N, (rows + cols) * rank, C]: row line first, then column line."""
-        with _autocast_off(w.device):
+        with autocast_off(w.device.type):
             w = w.float()
             mod = self.weight[0, :, 0, :] * self.affine(w).reshape(-1, self.channels, 2 * self.rank)
             mod = mod / math.sqrt(self.channels)  # [N, C, 2*rank]
@@ -193,12 +194,11 @@ class SynthesisNetwork(torch.nn.Module):
                  channel_max: int = 512, biline_channels: int = 32, rank: int = 8, bandwidth: float = 10,
                  fc_clamp: Optional[float] = 256, head_clamp: Optional[float] = 256):
         super().__init__()
-        if img_resolution < 4 or img_resolution & (img_resolution - 1):
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        log2 = resolution_log2(img_resolution, minimum=4)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.biline_channels, self.rank = biline_channels, rank
-        self.block_resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
-        width = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        width = {r: feature_channels(r, channel_base, channel_max) for r in self.block_resolutions}
         prev = 0
         for r in self.block_resolutions:
             block = LineBlock(prev, width[r], w_dim, img_resolution, biline_channels, fc_clamp, rank, bandwidth,
@@ -232,7 +232,7 @@ class SynthesisNetwork(torch.nn.Module):
         native = self.b4.input.coords.shape[1]
         rows, cols = resolve_size(native, scale, size) if scale is None else resolve_size(self.img_resolution, scale)
         if force_fp32:
-            with _autocast_off(ws.device):
+            with autocast_off(ws.device.type):
                 return self._synthesize(ws.float(), rows, cols)
         return self._synthesize(ws.float(), rows, cols)
 
@@ -266,7 +266,7 @@ class SynthesisNetwork(torch.nn.Module):
         return layer(feature.reshape(n * m, c)).reshape(n, m, -1)
 
 
-class Generator(torch.nn.Module):
+class Generator(MappedGenerator):
     """CREPS generator: mapping network + any-scale bi-line synthesis network."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
@@ -274,9 +274,7 @@ class Generator(torch.nn.Module):
                  biline_channels: int = 32, rank: int = 8, bandwidth: float = 10,
                  fc_clamp: Optional[float] = 256, head_clamp: Optional[float] = 256,
                  mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
                                           biline_channels, rank, bandwidth, fc_clamp, head_clamp)
         self.num_ws = self.synthesis.num_ws
@@ -285,7 +283,6 @@ class Generator(torch.nn.Module):
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False, **synthesis_kwargs):
-        with _autocast_off(z.device):
-            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                              update_emas=update_emas)
+        """Any-scale rendering: synthesis_kwargs are SynthesisNetwork.forward's (size, scale, ...)."""
+        ws = self.mapped_ws(z, c, truncation_psi, truncation_cutoff, update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)

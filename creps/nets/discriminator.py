@@ -14,7 +14,6 @@ mapping always run in float32. `force_fp32=True` turns autocast off for the whol
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -22,6 +21,8 @@ import torch
 
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
+from creps.nets.precision import autocast_off
+from creps.nets.resolution import feature_channels, low_precision_from, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
 from creps.ops.conv2d_resample import conv2d_resample
 from creps.ops.upfirdn2d import downsample2d, setup_filter
@@ -30,18 +31,6 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 RESNET_BRANCH_GAIN = math.sqrt(0.5)  # the two resnet branches are summed at unit variance
-
-
-def discriminator_channels(res: int, channel_base: int, channel_max: int) -> int:
-    """Feature maps at a resolution: channel_base / res, capped at channel_max."""
-    return min(channel_base // res, channel_max)
-
-
-def _float32_region(device_type: str, active: bool):
-    """A context that switches autocast off (when `active`), so the code inside runs in float32."""
-    if active and torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +145,7 @@ class DiscriminatorBlock(torch.nn.Module):
     def forward(
         self, x: Optional[torch.Tensor], img: Optional[torch.Tensor]
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        with _float32_region(img.device.type if img is not None else x.device.type, not self.low_precision):
+        with autocast_off(img.device.type if img is not None else x.device.type, active=not self.low_precision):
             if not self.low_precision:
                 x = None if x is None else _full_precision(x)
                 img = None if img is None else _full_precision(img)
@@ -233,7 +222,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
 
     def forward(self, x: torch.Tensor, img: Optional[torch.Tensor], cmap: Optional[torch.Tensor]) -> torch.Tensor:
-        with _float32_region(x.device.type, True):
+        with autocast_off(x.device.type):
             x = _full_precision(x)
             if self.architecture == "skip":
                 x = x + self.fromrgb(_full_precision(img))
@@ -270,9 +259,7 @@ class Discriminator(torch.nn.Module):
         mapping_lr_multiplier: float = 0.01,
     ):
         super().__init__()
-        log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
-        if img_resolution < 8 or 2**log2 != img_resolution:
-            raise ValueError(f"img_resolution must be a power of two >= 8, got {img_resolution}")
+        log2 = resolution_log2(img_resolution, minimum=8)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         if mbstd_num_channels < 0:
@@ -283,10 +270,10 @@ class Discriminator(torch.nn.Module):
         self.architecture = architecture
         self.freeze_layers = freeze_layers
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
-        width = {res: discriminator_channels(res, channel_base, channel_max) for res in self.block_resolutions + [4]}
+        width = {res: feature_channels(res, channel_base, channel_max) for res in self.block_resolutions + [4]}
         if mbstd_num_channels > 0 and width[4] % mbstd_num_channels != 0:
             raise ValueError(f"mbstd_num_channels={mbstd_num_channels} must divide the {width[4]} channels at 4x4")
-        low_precision_from = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        fp16_from = low_precision_from(log2, num_fp16_res)
         cmap_dim = (width[4] if cmap_dim is None else cmap_dim) if c_dim > 0 else 0
         self.cmap_dim = cmap_dim
 
@@ -301,7 +288,7 @@ class Discriminator(torch.nn.Module):
                 first_layer_idx=layer_idx,
                 architecture=architecture,
                 conv_clamp=conv_clamp,
-                low_precision=res >= low_precision_from,
+                low_precision=res >= fp16_from,
                 freeze_layers=freeze_layers,
             )
             self.add_module(f"b{res}", block)
@@ -364,7 +351,7 @@ class Discriminator(torch.nn.Module):
         del update_emas  # D tracks no running averages
         self._check_inputs(img, c)
         device_type = img.device.type
-        with _float32_region(device_type, force_fp32):
+        with autocast_off(device_type, active=force_fp32):
             if force_fp32:
                 img = _full_precision(img)
             x = None
@@ -372,7 +359,7 @@ class Discriminator(torch.nn.Module):
                 x, img = block(x, img)
             cmap = None
             if self.c_dim > 0:
-                with _float32_region(device_type, True):
+                with autocast_off(device_type):
                     cmap = self.mapping(None, c)
             return self.b4(x, img, cmap)
 

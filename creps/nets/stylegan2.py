@@ -26,39 +26,28 @@ image are always float32; `force_fp32=True` turns autocast off for the whole cal
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Sequence
 
 import torch
 
+from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
+from creps.nets.modconv import (
+    check_modconv_inputs,
+    demodulation_coefficients,
+    fused_conv,
+    per_sample_weights,
+    unfused_conv,
+    use_fused,
+)
+from creps.nets.precision import autocast_dtype, autocast_off
+from creps.nets.resolution import feature_channels, low_precision_from, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
-from creps.ops.conv2d_resample import conv2d_resample
 from creps.ops.upfirdn2d import setup_filter, upsample2d
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
-NOISE_MODES = ("random", "const", "none")
-DEMOD_EPS = 1e-8
-
-
-def synthesis_channels(res: int, channel_base: int, channel_max: int) -> int:
-    """Feature maps at a resolution: channel_base / res, capped at channel_max."""
-    return min(channel_base // res, channel_max)
-
-
-def _autocast_off(device_type: str):
-    """A region computed in float32 even when the caller runs under autocast."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-    """Weight demodulation: 1 / sqrt(sum_{i,k} (w_oik * s_ni)^2 + eps), per sample and output -> [N, O]."""
-    energy = weight.square().sum(dim=[2, 3])  # [O, I]
-    return (styles.square() @ energy.t() + DEMOD_EPS).rsqrt()
 
 
 def _overflow_safe(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,36 +76,20 @@ def modulated_conv2d(
     (broadcastable to the output) is added after the conv. `fused` runs one grouped conv with
     the per-sample weights; otherwise x is scaled by s before and by d after a shared conv.
     """
-    n, in_ch = x.shape[0], x.shape[1]
-    out_ch = weight.shape[0]
-    if weight.shape[1] != in_ch or tuple(styles.shape) != (n, in_ch):
-        raise ValueError(
-            f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
-            f"{tuple(styles.shape)} do not agree"
-        )
+    check_modconv_inputs(x, weight, styles)
     # Styles, demodulation and per-sample weights in float32; the conv in x's precision.
-    with _autocast_off(x.device.type):
+    with autocast_off(x.device.type):
         weight, styles = weight.float(), styles.float()
         if demodulate and x.dtype == torch.float16:
             weight, styles = _overflow_safe(weight, styles)
         dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
         if fused:
-            per_sample = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+            per_sample = per_sample_weights(weight, styles)  # [N, O, I, k, k]
             if dcoefs is not None:
-                per_sample = per_sample * dcoefs.reshape(n, out_ch, 1, 1, 1)
+                per_sample = per_sample * dcoefs.reshape(*dcoefs.shape, 1, 1, 1)
 
-    if fused:
-        grouped = x.reshape(1, n * in_ch, *x.shape[2:])
-        kernel = per_sample.reshape(n * out_ch, in_ch, *weight.shape[2:]).to(x.dtype)
-        y = conv2d_resample(grouped, kernel, f=resample_filter, up=up, padding=padding, groups=n,
-                            flip_weight=flip_weight)
-        y = y.reshape(n, out_ch, *y.shape[2:])
-    else:
-        y = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
-        y = conv2d_resample(y, weight.to(x.dtype), f=resample_filter, up=up, padding=padding,
-                            flip_weight=flip_weight)
-        if dcoefs is not None:
-            y = y * dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)
+    conv = dict(up=up, padding=padding, resample_filter=resample_filter, flip_weight=flip_weight)
+    y = fused_conv(x, per_sample, **conv) if fused else unfused_conv(x, weight, styles, dcoefs, **conv)
     if noise is not None:
         y = y + noise.to(y.dtype)
     return y
@@ -162,7 +135,7 @@ class SynthesisLayer(torch.nn.Module):
         return self.noise_const * self.noise_strength
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True) -> torch.Tensor:
-        with _autocast_off(w.device.type):
+        with autocast_off(w.device.type):
             styles = self.affine(w.float())
         x = modulated_conv2d(
             x, self.weight, styles, demodulate=True, fused=fused,
@@ -189,7 +162,7 @@ class ToRGBLayer(torch.nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)  # equalized lr, folded into the styles
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
-        with _autocast_off(w.device.type):
+        with autocast_off(w.device.type):
             styles = self.affine(w.float()) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias.to(x.dtype), act="linear", clamp=self.conv_clamp)
@@ -233,12 +206,6 @@ class SynthesisBlock(torch.nn.Module):
     def num_conv(self) -> int:
         return 1 if self.is_first else 2
 
-    def _compute_dtype(self, device_type: str) -> Optional[torch.dtype]:
-        """The autocast dtype for a low-precision block under autocast; None means float32."""
-        if self.low_precision and torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-        return None
-
     def forward(
         self,
         x: Optional[torch.Tensor],
@@ -249,10 +216,9 @@ class SynthesisBlock(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ws: this block's rows (conv0, conv1, torgb; b4: conv1, torgb). Returns (features, image)."""
         device_type = ws[0].device.type
-        dtype = self._compute_dtype(device_type)
-        region = contextlib.nullcontext() if dtype is not None else _autocast_off(device_type)
-        dtype = torch.float32 if dtype is None else dtype
-        with region:
+        dtype = autocast_dtype(device_type, self.low_precision)  # None: this block runs in float32
+        with autocast_off(device_type, active=dtype is None):
+            dtype = torch.float32 if dtype is None else dtype
             if self.is_first:
                 x = self.const.to(dtype).unsqueeze(0).expand(ws[0].shape[0], -1, -1, -1)
                 x = self.conv1(x, ws[0], noise_mode, fused)
@@ -260,7 +226,7 @@ class SynthesisBlock(torch.nn.Module):
                 x = self.conv0(x.to(dtype), ws[0], noise_mode, fused)
                 x = self.conv1(x, ws[1], noise_mode, fused)
             rgb = self.torgb(x, ws[-1], fused)
-        with _autocast_off(device_type):
+        with autocast_off(device_type):
             rgb = rgb.float()
             img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
         return x, img
@@ -287,14 +253,12 @@ class SynthesisNetwork(torch.nn.Module):
         fused_modconv: Optional[bool] = None,
     ):
         super().__init__()
-        log2 = int(round(math.log2(img_resolution))) if img_resolution > 0 else 0
-        if img_resolution < 4 or 2**log2 != img_resolution:
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        log2 = resolution_log2(img_resolution, minimum=4)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.fused_modconv = fused_modconv
         self.block_resolutions = [2**i for i in range(2, log2 + 1)]
-        width = {res: synthesis_channels(res, channel_base, channel_max) for res in self.block_resolutions}
-        low_precision_from = max(2 ** (log2 + 1 - num_fp16_res), 8)
+        width = {res: feature_channels(res, channel_base, channel_max) for res in self.block_resolutions}
+        fp16_from = low_precision_from(log2, num_fp16_res)
         for res in self.block_resolutions:
             block = SynthesisBlock(
                 in_channels=width[res // 2] if res > 4 else 0,
@@ -305,7 +269,7 @@ class SynthesisNetwork(torch.nn.Module):
                 conv_clamp=conv_clamp,
                 use_noise=use_noise,
                 resample_filter=resample_filter,
-                low_precision=res >= low_precision_from,
+                low_precision=res >= fp16_from,
             )
             self.add_module(f"b{res}", block)
         self.num_ws = sum(block.num_conv for block in self.blocks()) + 1  # + the last block's torgb
@@ -322,9 +286,7 @@ class SynthesisNetwork(torch.nn.Module):
         return rows
 
     def _use_fused(self, fused_modconv: Optional[bool]) -> bool:
-        """Fused (grouped-conv) modulation unless told otherwise; by default only outside training."""
-        choice = self.fused_modconv if fused_modconv is None else fused_modconv
-        return (not self.training) if choice is None else bool(choice)
+        return use_fused(self.fused_modconv, fused_modconv, self.training)
 
     def forward(
         self,
@@ -335,13 +297,9 @@ class SynthesisNetwork(torch.nn.Module):
         fused_modconv: Optional[bool] = None,
     ) -> torch.Tensor:
         del update_emas  # synthesis keeps no running statistics
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        check_synthesis_inputs(ws, noise_mode, self.num_ws, self.w_dim)
         fused = self._use_fused(fused_modconv)
-        region = _autocast_off(ws.device.type) if force_fp32 else contextlib.nullcontext()
-        with region:
+        with autocast_off(ws.device.type, active=force_fp32):
             w_rows = ws.float().unbind(dim=1)
             x = img = None
             for block, rows in zip(self.blocks(), self.block_ws_rows()):
@@ -352,7 +310,7 @@ class SynthesisNetwork(torch.nn.Module):
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
 
 
-class Generator(torch.nn.Module):
+class Generator(MappedGenerator):
     """StyleGAN2 generator: mapping network + 'skip' synthesis network."""
 
     def __init__(
@@ -375,9 +333,7 @@ class Generator(torch.nn.Module):
         mapping_embed_features: Optional[int] = None,
         mapping_layer_features: Optional[int] = None,
     ):
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
         self.synthesis = SynthesisNetwork(
             w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
             num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, use_noise=use_noise,
@@ -389,23 +345,3 @@ class Generator(torch.nn.Module):
             embed_features=mapping_embed_features, layer_features=mapping_layer_features,
             lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta, w_avg_update_on="update_emas",
         )
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: Optional[torch.Tensor],
-        truncation_psi: float = 1,
-        truncation_cutoff: Optional[int] = None,
-        update_emas: bool = False,
-        noise_mode: str = "random",
-        force_fp32: bool = False,
-        fused_modconv: Optional[bool] = None,
-    ) -> torch.Tensor:
-        with _autocast_off(z.device.type):
-            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                              update_emas=update_emas)
-        return self.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, force_fp32=force_fp32,
-                              fused_modconv=fused_modconv)
-
-    def extra_repr(self) -> str:
-        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"

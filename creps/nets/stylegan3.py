@@ -32,33 +32,34 @@ statistics are always float32, and `force_fp32=True` turns autocast off for the 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
+from creps.nets.modconv import (
+    DEMOD_EPS,
+    check_modconv_inputs,
+    demodulation_coefficients,
+    fused_conv,
+    per_sample_weights,
+    unfused_conv,
+    use_fused,
+)
+from creps.nets.precision import autocast_dtype, autocast_off
+from creps.nets.resolution import resolution_log2
 from creps.ops.filtered_lrelu import filtered_lrelu
 from creps.ops.filters import design_lowpass_filter
 
-NOISE_MODES = ("random", "const", "none")
-DEMOD_EPS = 1e-8
 FILTER_SIZE = 6  # low-pass taps per unit of the lower of the two sampling rates
 LRELU_UPSAMPLING = 2  # the nonlinearity runs at twice the layer's larger sampling rate
 LRELU_GAIN = math.sqrt(2)
 LRELU_SLOPE = 0.2
-
-
-def _autocast_off(device_type: str):
-    """A region computed in float32 even when the caller runs under autocast."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,37 +194,25 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     weights; otherwise x is scaled by the styles before, and by the demodulation after, a
     shared conv (same function, cheaper for large batches).
     """
-    n, in_ch = x.shape[0], x.shape[1]
-    out_ch = weight.shape[0]
-    if weight.shape[1] != in_ch or tuple(styles.shape) != (n, in_ch):
-        raise ValueError(f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
-                         f"{tuple(styles.shape)} do not agree")
-    with _autocast_off(x.device.type):
+    check_modconv_inputs(x, weight, styles)
+    with autocast_off(x.device.type):
         weight, styles = weight.float(), styles.float()
         if demodulate:
             weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
             styles = styles * styles.square().mean().rsqrt()
         if fused:
-            per_sample = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+            per_sample = per_sample_weights(weight, styles)  # [N, O, I, k, k]
             if demodulate:
                 per_sample = per_sample * (per_sample.square().sum(dim=[2, 3, 4], keepdim=True) + DEMOD_EPS).rsqrt()
             if input_gain is not None:
                 per_sample = per_sample * input_gain
-            kernel = per_sample.reshape(n * out_ch, in_ch, *weight.shape[2:]).to(x.dtype)
         else:
-            dcoefs = None
-            if demodulate:
-                energy = weight.square().sum(dim=[2, 3])  # [O, I]
-                dcoefs = (styles.square() @ energy.t() + DEMOD_EPS).rsqrt()  # [N, O]
+            dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
             if input_gain is not None:
                 styles = styles * input_gain
     if fused:
-        y = F.conv2d(x.reshape(1, n * in_ch, *x.shape[2:]), kernel, padding=padding, groups=n)
-        return y.reshape(n, out_ch, *y.shape[2:])
-    y = F.conv2d(x * styles.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), padding=padding)
-    if dcoefs is not None:
-        y = y * dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)
-    return y
+        return fused_conv(x, per_sample, padding=padding)
+    return unfused_conv(x, weight, styles, dcoefs, padding=padding)
 
 
 class SynthesisInput(torch.nn.Module):
@@ -260,7 +249,7 @@ class SynthesisInput(torch.nn.Module):
         return rotate @ translate @ self.transform.unsqueeze(0)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        with _autocast_off(w.device.type):
+        with autocast_off(w.device.type):
             w = w.float()
             transforms = self.learned_transforms(w)
             phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ transforms[:, :2, 2:]).squeeze(2)  # [N, C]
@@ -335,7 +324,7 @@ class SynthesisLayer(torch.nn.Module):
         if tuple(x.shape[1:]) != (self.in_channels, self.in_size, self.in_size):
             raise ValueError(f"{self.plan.name}: expected input [N, {self.in_channels}, {self.in_size}, "
                              f"{self.in_size}], got {tuple(x.shape)}")
-        with _autocast_off(x.device.type):
+        with autocast_off(x.device.type):
             if update_emas:
                 with torch.no_grad():
                     current = x.detach().float().square().mean()
@@ -374,8 +363,7 @@ class SynthesisNetwork(torch.nn.Module):
                  use_radial_filters: bool = False, conv_clamp: Optional[float] = 256,
                  magnitude_ema_beta: float = 0.999, fused_modconv: Optional[bool] = None):
         super().__init__()
-        if img_resolution < 4 or img_resolution & (img_resolution - 1):
-            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        resolution_log2(img_resolution, minimum=4)
         if num_layers <= num_critical:
             raise ValueError(f"num_layers ({num_layers}) must exceed num_critical ({num_critical})")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
@@ -398,22 +386,15 @@ class SynthesisNetwork(torch.nn.Module):
         return [getattr(self, name) for name in self.layer_names]
 
     def _use_fused(self, fused_modconv: Optional[bool]) -> bool:
-        """Fused (grouped-conv) modulation unless told otherwise; by default only outside training."""
-        choice = self.fused_modconv if fused_modconv is None else fused_modconv
-        return (not self.training) if choice is None else bool(choice)
+        return use_fused(self.fused_modconv, fused_modconv, self.training)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", update_emas: bool = False,
                 force_fp32: bool = False, fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        check_synthesis_inputs(ws, noise_mode, self.num_ws, self.w_dim)
         device_type = ws.device.type
         fused = self._use_fused(fused_modconv)
-        low_dtype = None
-        if not force_fp32 and torch.is_autocast_enabled(device_type):
-            low_dtype = torch.get_autocast_dtype(device_type)
-        with _autocast_off(device_type):
+        low_dtype = autocast_dtype(device_type, wanted=not force_fp32)
+        with autocast_off(device_type):
             w_rows = ws.float().unbind(dim=1)
             x = self.input(w_rows[0])
             for layer, w in zip(self.layers(), w_rows[1:]):
@@ -427,7 +408,7 @@ class SynthesisNetwork(torch.nn.Module):
                 f"num_layers={self.num_layers}, num_critical={self.num_critical}, num_fp16_res={self.num_fp16_res}")
 
 
-class Generator(torch.nn.Module):
+class Generator(MappedGenerator):
     """StyleGAN3 generator (T; R with conv_kernel=1 and use_radial_filters=True)."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
@@ -438,9 +419,7 @@ class Generator(torch.nn.Module):
                  first_stopband: float = 2**2.1, last_stopband_rel: float = 2**0.3, margin_size: int = 10,
                  output_scale: float = 0.25, fused_modconv: Optional[bool] = None,
                  mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
         self.synthesis = SynthesisNetwork(
             w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
             num_layers=num_layers, num_critical=num_critical, first_cutoff=first_cutoff,
@@ -454,15 +433,3 @@ class Generator(torch.nn.Module):
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
                                       lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta,
                                       w_avg_update_on="update_emas")
-
-    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
-                truncation_cutoff: Optional[int] = None, update_emas: bool = False, noise_mode: str = "random",
-                force_fp32: bool = False, fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        with _autocast_off(z.device.type):
-            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                              update_emas=update_emas)
-        return self.synthesis(ws, noise_mode=noise_mode, update_emas=update_emas, force_fp32=force_fp32,
-                              fused_modconv=fused_modconv)
-
-    def extra_repr(self) -> str:
-        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"

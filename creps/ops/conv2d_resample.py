@@ -18,22 +18,19 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from creps.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d
+from creps.ops.upfirdn2d import Padding, centred_padding, parse_padding, upfirdn2d
 
 
 def resample_padding(
     f: Optional[torch.Tensor], up: int, down: int, padding: Padding
 ) -> tuple[int, int, int, int]:
     """User padding (w.r.t. the upsampled image) plus the padding that centres the filter."""
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
+    pads = parse_padding(padding)
     if up > 1:
-        px0, px1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2
-        py0, py1 = py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+        pads = centred_padding(f, pads, up=up)
     if down > 1:
-        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
-        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
-    return px0, px1, py0, py1
+        pads = centred_padding(f, pads, down=down)
+    return pads
 
 
 def _oriented(w: torch.Tensor, flip_weight: bool) -> torch.Tensor:

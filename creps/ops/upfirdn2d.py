@@ -55,6 +55,26 @@ def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
     return int(f.shape[-1]), int(f.shape[0])
 
 
+def _centring(taps: int, up: int, down: int) -> tuple[int, int]:
+    """(before, after) pads along one axis that keep a `taps`-tap filter centred."""
+    if down == 1:  # upsampling, or plain filtering when up == 1 too
+        return (taps + up - 1) // 2, (taps - up) // 2
+    return (taps - down + 1) // 2, (taps - down) // 2
+
+
+def centred_padding(f: Optional[torch.Tensor], padding: Padding = 0, up: IntPair = 1,
+                    down: IntPair = 1) -> tuple[int, int, int, int]:
+    """`padding` plus what keeps the filter centred, so that upsampling by `up` or downsampling
+    by `down` (one way only; both 1 is plain filtering) gives the input's size times up / down."""
+    (up_x, up_y), (down_x, down_y) = parse_factor(up, "up"), parse_factor(down, "down")
+    if max(up_x, up_y) > 1 and max(down_x, down_y) > 1:
+        raise ValueError("centred_padding: resample up or down, not both at once")
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    (bx, ax), (by, ay) = _centring(fw, up_x, down_x), _centring(fh, up_y, down_y)
+    return px0 + bx, px1 + ax, py0 + by, py1 + ay
+
+
 def setup_filter(
     f,
     device: Union[str, torch.device] = "cpu",
@@ -196,10 +216,7 @@ def filter2d(
     x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0, flip_filter: bool = False, gain: float = 1
 ) -> torch.Tensor:
     """Filter x with f, padded so the output has the input's size (plus `padding`)."""
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    pads = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=pads, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, padding=centred_padding(f, padding), flip_filter=flip_filter, gain=gain)
 
 
 def upsample2d(
@@ -212,14 +229,7 @@ def upsample2d(
 ) -> torch.Tensor:
     """Upsample by `up` with f; the output is `up` times the input (plus `padding`), DC kept."""
     up_x, up_y = parse_factor(up, "up")
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    pads = [
-        px0 + (fw + up_x - 1) // 2,
-        px1 + (fw - up_x) // 2,
-        py0 + (fh + up_y - 1) // 2,
-        py1 + (fh - up_y) // 2,
-    ]
+    pads = centred_padding(f, padding, up=(up_x, up_y))
     return upfirdn2d(x, f, up=(up_x, up_y), padding=pads, flip_filter=flip_filter, gain=gain * up_x * up_y)
 
 
@@ -232,13 +242,6 @@ def downsample2d(
     gain: float = 1,
 ) -> torch.Tensor:
     """Filter with f and keep every `down`-th pixel; the output is the input / `down`."""
-    down_x, down_y = parse_factor(down, "down")
-    px0, px1, py0, py1 = parse_padding(padding)
-    fw, fh = filter_size(f)
-    pads = [
-        px0 + (fw - down_x + 1) // 2,
-        px1 + (fw - down_x) // 2,
-        py0 + (fh - down_y + 1) // 2,
-        py1 + (fh - down_y) // 2,
-    ]
-    return upfirdn2d(x, f, down=(down_x, down_y), padding=pads, flip_filter=flip_filter, gain=gain)
+    down_xy = parse_factor(down, "down")
+    pads = centred_padding(f, padding, down=down_xy)
+    return upfirdn2d(x, f, down=down_xy, padding=pads, flip_filter=flip_filter, gain=gain)

@@ -39,12 +39,13 @@ def _collate(items):
     return images, labels
 
 
-def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool,
-                start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def minibatches(dataset, batch: int, seed: int, workers: int, pin_memory: bool, start: int = 0, rank: int = 0,
+                world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless iterator of (uint8 images [B, C, H, W], float32 labels [B, label_dim]),
-    beginning `start` images into the seeded data order."""
+    beginning `start` images into the seeded data order; rank r of n takes every n-th image."""
+    sampler = EpochSampler(len(dataset), seed, rank=rank, world=world_size, start=start)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, sampler=EpochSampler(len(dataset), seed, start=start), num_workers=workers,
+        dataset, batch_size=batch, sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, collate_fn=_collate, persistent_workers=workers > 0,
         # A private generator: making the iterator must not draw from the global RNG
         # (which exact resume restores and the training steps consume).

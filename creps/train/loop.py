@@ -21,6 +21,9 @@ from creps.config import TrainConfig
 from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
 from creps.metrics import evaluate_snapshot, load_detector
+from creps.timefmt import format_time
+from creps.train.distributed import SINGLE, World, all_sum, broadcast_module, device_for
+from creps.train.distributed import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
 from creps.train.state import TrainingState, save_training_state, state_file_name
@@ -109,17 +112,6 @@ def memory_line(device: torch.device) -> tuple[str, dict[str, float]]:
     return text, fields
 
 
-def format_time(seconds: float) -> str:
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
-
-
 class TickWriter:
     """stats.jsonl (one line per tick) and TensorBoard events when tensorboard is installed."""
 
@@ -156,7 +148,6 @@ class Progress:
     cur_tick: int = 0
     batch_idx: int = 0
     tick_start_nimg: int = 0
-    samples_seen: int = 0  # position of this rank in the seeded data order
     elapsed_sec: float = 0.0  # training time spent in earlier sessions of this run
 
 
@@ -185,6 +176,13 @@ class GracefulStop:
             signal.signal(sig, handler)
 
 
+def stop_requested(stop: GracefulStop, world: World) -> bool:
+    """Whether any rank was asked to stop (all ranks must stop at the same step)."""
+    if not world.enabled:
+        return stop.requested is not None
+    return bool(all_sum(torch.tensor([1.0 if stop.requested else 0.0]), world).item() > 0)
+
+
 def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, progress: Progress,
                log: RunLog) -> Path:
     path = run_dir / state_file_name(progress.cur_nimg)
@@ -195,14 +193,19 @@ def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer
     return path
 
 
-def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, device: torch.device) -> Progress:
+def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world: World) -> Progress:
     for name in ("G", "D", "G_ema"):
         getattr(nets, name).load_state_dict(state.network_state(name), strict=True)
     for name, opt in trainer.optimizers().items():
         opt.load_state_dict(state.optimizer_state(name))
     trainer.load_extra_state({key: state.extra(key) for key in ("pl_mean", "label_rng", "augment_p", "ada_sums")})
-    state.restore_rng()
-    return Progress(**state.progress)
+    progress = Progress(**state.progress)
+    if world.enabled:
+        # The state holds rank 0's random streams; each rank continues on a stream of its own.
+        seed_everything(state.config.seed * world.size + world.rank + progress.cur_nimg)
+    else:
+        state.restore_rng()
+    return progress
 
 
 def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
@@ -226,13 +229,16 @@ def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, 
 
 def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
         resume_state: Optional[TrainingState] = None, transfer_from: Optional[Snapshot] = None,
-        detector: Optional[torch.nn.Module] = None) -> Networks:
+        detector: Optional[torch.nn.Module] = None, world: World = SINGLE) -> Networks:
     """Train according to `cfg`, writing into `run_dir`; continue from `resume_state` if
-    given (same run, exactly), or start from the weights of `transfer_from`."""
+    given (same run, exactly), or start from the weights of `transfer_from`. Under
+    torch.distributed every rank calls this; rank 0 alone writes."""
     log = log or RunLog(run_dir / "log.txt")
     session_start = time.time()
-    device = pick_device(log)
-    seed_everything(cfg.seed)
+    device = pick_device(log) if not world.enabled else device_for(world)
+    if world.enabled:
+        log(f"Data-parallel: {world.size} processes ({dist_backend()}), device {device}")
+    seed_everything(cfg.seed * world.size + world.rank)
     configure_backends(cfg)
 
     dataset = open_dataset(cfg.data.path, use_labels=cfg.data.use_labels, xflip=cfg.data.xflip,
@@ -242,10 +248,11 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
     nets = build_networks(cfg, device)
     log(f"Networks: G {count_params(nets.G):,} numbers, D {count_params(nets.D):,} numbers")
     labels = dataset.raw_labels if cfg.data.use_labels else np.zeros((1, 0))
-    trainer = Trainer(cfg, nets, device, LabelSampler(labels, cfg.seed), StatsCollector())
+    trainer = Trainer(cfg, nets, device, LabelSampler(labels, cfg.seed * world.size + world.rank), StatsCollector(),
+                      world=world)
     progress = Progress()
     if resume_state is not None:
-        progress = restore_state(resume_state, nets, trainer, device)
+        progress = restore_state(resume_state, nets, trainer, world)
         log(f"Resumed from {resume_state.path.name} at {progress.cur_nimg / 1e3:.1f} kimg")
     elif transfer_from is not None:
         for name in ("G", "D", "G_ema"):
@@ -253,20 +260,22 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
             if source is not None:
                 getattr(nets, name).load_state_dict(source.state_dict(), strict=True)
         log(f"Starting from the weights of {cfg.resume}")
+    for net in (nets.G, nets.D, nets.G_ema):
+        broadcast_module(net, world)
 
-    if cfg.metrics:
+    if cfg.metrics and world.is_main:
         detector = (detector if detector is not None else load_detector(device="cpu")).to(device)
-    per_rank_batch = cfg.batch_size // cfg.num_gpus
+    per_rank_batch = cfg.batch_size // world.size
     workers = cfg.data.workers if device.type == "cuda" or (os.cpu_count() or 1) > 2 else 0
     batches = minibatches(dataset, per_rank_batch, cfg.seed, workers, pin_memory=device.type == "cuda",
-                          start=progress.samples_seen)
+                          start=progress.cur_nimg, rank=world.rank, world_size=world.size)
     grid = setup_grid(dataset, cfg)
-    if resume_state is None:
+    if resume_state is None and world.is_main:
         write_png(run_dir / "reals.png", image_grid(grid.reals, grid.size))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             write_png(run_dir / "fakes_init.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
 
-    writer = TickWriter(run_dir, log)
+    writer = TickWriter(run_dir, log) if world.is_main else None
     log(f"Training for {cfg.total_kimg} kimg...")
     tick_start_time = time.time()
     maintenance = tick_start_time - session_start
@@ -277,12 +286,13 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                 trainer.step(real_img, real_c, progress.batch_idx, progress.cur_nimg)
                 progress.cur_nimg += cfg.batch_size
                 progress.batch_idx += 1
-                progress.samples_seen += per_rank_batch
 
-                if stop.requested:
+                if stop_requested(stop, world):
                     progress.elapsed_sec += time.time() - session_start
-                    log(f"{stop.requested} received at {progress.cur_nimg / 1e3:.1f} kimg: saving training state")
-                    save_state(run_dir, cfg, nets, trainer, progress, log)
+                    log(f"{stop.requested or 'A stop'} received at {progress.cur_nimg / 1e3:.1f} kimg: "
+                        "saving training state")
+                    if world.is_main:
+                        save_state(run_dir, cfg, nets, trainer, progress, log)
                     raise KeyboardInterrupt
                 done = progress.cur_nimg >= cfg.total_kimg * 1000
                 due = progress.cur_nimg >= progress.tick_start_nimg + cfg.kimg_per_tick * 1000
@@ -296,16 +306,22 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                 progress.cur_tick += 1
                 progress.tick_start_nimg = progress.cur_nimg
                 if snapshot_due:
-                    elapsed = progress.elapsed_sec + time.time() - session_start
-                    snapshot(run_dir, cfg, nets, trainer, grid, dataclasses.replace(progress, elapsed_sec=elapsed),
-                             device, log, detector)
-                writer.write(trainer.stats.collect(), progress.cur_nimg / 1e3, time.time())
+                    for net in (nets.G, nets.G_ema):  # running statistics (w_avg, magnitude EMAs) from rank 0
+                        broadcast_module(net, world)
+                    if world.is_main:
+                        elapsed = progress.elapsed_sec + time.time() - session_start
+                        snapshot(run_dir, cfg, nets, trainer, grid,
+                                 dataclasses.replace(progress, elapsed_sec=elapsed), device, log, detector)
+                stats = trainer.stats.collect(reduce=(lambda t: all_sum(t, world)) if world.enabled else None)
+                if writer is not None:
+                    writer.write(stats, progress.cur_nimg / 1e3, time.time())
                 tick_start_time = time.time()
                 maintenance = tick_start_time - tick_end_time
                 if done:
                     break
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     log("Exiting...")
     return nets
 

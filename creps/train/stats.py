@@ -6,6 +6,7 @@ Values stay on the device until `collect()` so that reporting never synchronises
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable, Optional
 
 import torch
 
@@ -34,14 +35,24 @@ class StatsCollector:
         """Record a host-side number (timings, memory) for this tick."""
         self._scalars[name].append(float(value))
 
-    def collect(self) -> dict[str, dict[str, float]]:
-        """{name: {num, mean, std}} of everything reported since the last call; resets."""
+    def collect(self, reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict[str, dict[str, float]]:
+        """{name: {num, mean, std}} of everything reported since the last call; resets.
+
+        `reduce` sums a tensor over processes (data-parallel training): every rank must
+        call collect at the same point, having reported the same names.
+        """
         out: dict[str, dict[str, float]] = {}
-        for name, s in self._sums.items():
-            n = self._counts[name]
-            mean = (s / n).item()
-            var = max((self._sqsums[name] / n).item() - mean * mean, 0.0)
-            out[name] = {"num": n, "mean": mean, "std": var**0.5}
+        names = sorted(self._sums)
+        if names:
+            table = torch.stack([torch.stack([self._sums[k].double(), self._sqsums[k].double(),
+                                              torch.tensor(float(self._counts[k]), dtype=torch.float64,
+                                                           device=self._sums[k].device)]) for k in names])
+            if reduce is not None:
+                table = reduce(table)
+            for name, (total, sq, n) in zip(names, table.tolist()):
+                mean = total / n
+                var = max(sq / n - mean * mean, 0.0)
+                out[name] = {"num": int(n), "mean": mean, "std": var**0.5}
         for name, values in self._scalars.items():
             mean = sum(values) / len(values)
             var = max(sum(v * v for v in values) / len(values) - mean * mean, 0.0)

@@ -15,6 +15,7 @@ import torch
 from creps.config import OptimizerConfig, TrainConfig
 from creps.nets.registry import build_discriminator, build_generator
 from creps.train.augment import AdaStats, build_augment_pipe
+from creps.train.distributed import SINGLE, World, average_gradients
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import GANLoss, Phase
 from creps.train.stats import StatsCollector
@@ -72,8 +73,9 @@ def sanitize_grads(params: list[torch.nn.Parameter]) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, nets: Networks, device: torch.device,
-                 sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None):
-        self.cfg, self.nets, self.device = cfg, nets, device
+                 sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None,
+                 world: World = SINGLE):
+        self.cfg, self.nets, self.device, self.world = cfg, nets, device, world
         self.sample_labels = sample_labels
         self.stats = stats or StatsCollector()
         self.phases = build_phases(cfg, nets)
@@ -140,5 +142,6 @@ class Trainer:
             self.loss.accumulate(phase.name, real_img, real_c, gen_z, gen_c, gain=gain, cur_nimg=cur_nimg)
         phase.module.requires_grad_(False)
         params = [p for p in phase.module.parameters() if p.grad is not None]
+        average_gradients(params, self.world)
         sanitize_grads(params)
         phase.opt.step()

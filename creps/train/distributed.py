@@ -1,0 +1,134 @@
+"""Data-parallel training on torch.distributed: one process per GPU (NCCL) or per CPU
+worker (gloo), started by `--gpus=N` on one machine or by `torchrun` on many.
+
+Every rank builds the same networks (rank 0's weights are broadcast), trains on its own
+shard of each batch, and averages gradients after accumulation; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def env_world() -> World:
+    return World(rank=int(os.environ.get("RANK", 0)), size=int(os.environ.get("WORLD_SIZE", 1)),
+                 local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def backend_for_devices() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init(world: World, init_method: str = "env://", timeout_min: float = 30) -> None:
+    """Join the process group (a failed peer surfaces as an error within `timeout_min`)."""
+    if not world.enabled or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    dist.init_process_group(backend=backend_for_devices(), init_method=init_method, rank=world.rank,
+                            world_size=world.size, timeout=datetime.timedelta(minutes=timeout_min))
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(world: World) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def broadcast_module(module: torch.nn.Module, world: World) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's."""
+    if not world.enabled:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], world: World) -> None:
+    """Gradients <- their mean over ranks (one flat all-reduce)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not world.enabled or not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_sum(values: torch.Tensor, world: World) -> torch.Tensor:
+    if world.enabled:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_object(obj: Any, world: World) -> Any:
+    """Rank 0's Python object on every rank."""
+    if not world.enabled:
+        return obj
+    box = [obj if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, world: World) -> list[Any]:
+    if not world.enabled:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def spawn(fn: Callable[..., None], size: int, temp_dir: str, args: tuple = ()) -> None:
+    """Run fn(world, *args) in `size` local processes joined through a file in `temp_dir`;
+    a rank that fails ends the others and raises here."""
+    init_file = os.path.abspath(os.path.join(temp_dir, ".distributed_init"))
+    torch.multiprocessing.spawn(_spawned, args=(fn, size, f"file://{init_file}", args), nprocs=size, join=True)
+
+
+def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, args: tuple) -> None:
+    world = World(rank=rank, size=size, local_rank=rank)
+    init(world, init_method=init_method)
+    try:
+        fn(world, *args)
+    finally:
+        shutdown()
+
+
+__all__ = ["World", "SINGLE", "init", "shutdown", "device_for", "broadcast_module", "average_gradients",
+           "all_sum", "broadcast_object", "gather_objects", "spawn", "launched_by_torchrun", "env_world"]

@@ -1,0 +1,91 @@
+"""Data-parallel training with torch.distributed on CPUs (gloo): the launch paths, the
+kimg accounting, and identical weights on every rank."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from creps.config import DatasetInfo, TrainOptions, resolve
+from creps.data.synthetic import make_synthetic_dataset
+from creps.train import distributed
+from creps.train.rundir import RunLog, create_run_dir
+
+pytestmark = pytest.mark.slow
+
+FLAGS = ["--cfg=creps", "--batch=8", "--gamma=1", "--cbase=256", "--cmax=32", "--map-depth=1", "--mbstd-group=2",
+         "--aug=ada", "--metrics=none", "--kimg=0.032", "--tick=0.016", "--snap=1", "--grid=2x2", "--workers=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "shapes.zip"
+    make_synthetic_dataset(str(path), num_images=32, resolution=16, seed=0)
+    return path
+
+
+def digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _train_rank(world: distributed.World, cfg_json: str, run_dir: str, out_dir: str) -> None:
+    from creps.config import TrainConfig
+    from creps.train.loop import run
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict(json.loads(cfg_json))
+    log = RunLog(Path(run_dir) / "log.txt") if world.is_main else RunLog(None, stream=open(os.devnull, "w"))
+    nets = run(cfg, Path(run_dir), log, world=world)
+    Path(out_dir, f"rank{world.rank}.json").write_text(json.dumps(
+        {name: digest(getattr(nets, name)) for name in ("G", "D", "G_ema")}))
+
+
+def test_two_gloo_ranks_train_identical_weights(data, tmp_path):
+    options = TrainOptions(outdir=str(tmp_path / "runs"), cfg="creps", data=str(data), gpus=2, batch=8, gamma=1,
+                           cbase=256, cmax=32, map_depth=1, mbstd_group=2, aug="ada", metrics=(), kimg=0.032,
+                           tick=0.016, snap=1, grid="2x2", workers=1)
+    cfg = resolve(options, DatasetInfo(str(data), "shapes", 16, 3, 32, False, 0))
+    run_dir = create_run_dir(cfg.outdir, cfg.run_desc, cfg.to_json())
+    distributed.spawn(_train_rank, 2, str(tmp_path), args=(cfg.to_json(), str(run_dir), str(tmp_path)))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [t["Progress/kimg"]["mean"] for t in ticks] == pytest.approx([0.008, 0.024, 0.032])
+    assert ticks[-1]["Loss/G/loss"]["num"] == 8  # one step of the global batch: 4 images from each rank
+    assert sorted(p.name for p in run_dir.glob("network-snapshot-*")) == ["network-snapshot-000000.safetensors"]
+
+
+def test_torchrun_launch_on_cpus(data, tmp_path):
+    outdir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPO / "train.py"), f"--outdir={outdir}", f"--data={data}", "--gpus=2", *FLAGS]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = [p for p in outdir.iterdir() if p.is_dir()]  # one run directory, written by rank 0
+    assert run_dir.name.endswith("-gpus2-batch8-gamma1")
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("Training for") == 1 and "tick 2" in log
+
+
+def test_gpus_flag_must_match_torchrun(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPO / "train.py"), f"--outdir={tmp_path / 'runs'}", f"--data={data}", "--gpus=1",
+           *[f for f in FLAGS if f != "--batch=8"], "--batch=8"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            timeout=600)
+    assert result.returncode != 0
+    assert "--gpus=1" in result.stderr + result.stdout and "2 processes" in result.stderr + result.stdout
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
