@@ -89,3 +89,14 @@ def test_gpus_flag_must_match_torchrun(data, tmp_path):
     assert result.returncode != 0
     assert "--gpus=1" in result.stderr + result.stdout and "2 processes" in result.stderr + result.stdout
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_gpus_flag_spawns_cpu_ranks(data, tmp_path):
+    """--gpus=2 without torchrun: two local processes (gloo on CPUs), one run directory."""
+    from creps.cli.train import train
+
+    outdir = tmp_path / "runs"
+    assert train([f"--outdir={outdir}", f"--data={data}", "--gpus=2", *FLAGS]) == 0
+    (run_dir,) = [p for p in outdir.iterdir() if p.is_dir()]
+    log = (run_dir / "log.txt").read_text()
+    assert "Data-parallel: 2 processes" in log and log.count("Exiting...") == 1

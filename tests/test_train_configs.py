@@ -45,3 +45,26 @@ def test_config_trains_and_renders(cfg, aug, data, tmp_path):
     for seed in (0, 1):
         with Image.open(images / f"seed{seed:04d}.png") as img:
             assert img.size == (16, 16)
+
+
+@pytest.mark.parametrize("cfg", ["stylegan3-t", "stylegan3-r"])
+def test_stylegan3_renders_with_a_user_transform(cfg, data, tmp_path, capsys):
+    outdir = tmp_path / "runs"
+    assert train([f"--outdir={outdir}", f"--data={data}", f"--cfg={cfg}", "--aug=noaug", *TINY]) == 0
+    (snapshot,) = list(outdir.glob("*/network-snapshot-*.safetensors"))
+    plain, moved = tmp_path / "plain", tmp_path / "moved"
+    assert generate([f"--network={snapshot}", "--seeds=3", f"--outdir={plain}"]) == 0
+    assert generate([f"--network={snapshot}", "--seeds=3", f"--outdir={moved}", "--translate=0.25,0",
+                     "--rotate=10"]) == 0
+    a = np.asarray(Image.open(plain / "seed0003.png"), dtype=np.float32)
+    b = np.asarray(Image.open(moved / "seed0003.png"), dtype=np.float32)
+    assert a.shape == b.shape and np.abs(a - b).mean() > 0.5
+
+
+def test_user_transform_is_refused_for_other_configs(data, tmp_path, capsys):
+    outdir = tmp_path / "runs"
+    assert train([f"--outdir={outdir}", f"--data={data}", "--cfg=creps", "--aug=noaug", *TINY]) == 0
+    (snapshot,) = list(outdir.glob("*/network-snapshot-*.safetensors"))
+    capsys.readouterr()
+    assert generate([f"--network={snapshot}", "--seeds=0", f"--outdir={tmp_path / 'x'}", "--rotate=5"]) == 2
+    assert "only StyleGAN3" in capsys.readouterr().err

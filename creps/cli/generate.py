@@ -24,6 +24,15 @@ def _size(text: str) -> tuple[int, int]:
     return values[1], values[0]  # (rows, cols)
 
 
+def _pair(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        x, y = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y, got {text!r}") from None
+    return x, y
+
+
 def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Generate images using a pretrained network snapshot.",
                epilog="example: python gen_images.py --network=run/network-snapshot-000100.safetensors "
@@ -36,6 +45,8 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True, metavar="DIR", help="where to save the output images")
     p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
     p.add_argument("--size", type=_size, metavar="N|WxH", help="explicit output size for CREPS networks")
+    p.add_argument("--translate", type=_pair, metavar="X,Y", help="translate StyleGAN3 output (image units)")
+    p.add_argument("--rotate", type=float, metavar="DEG", help="rotate StyleGAN3 output by DEG degrees")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
     return p
 
@@ -62,6 +73,13 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         G = snap.G_ema
         if (args.scale not in (None, 1.0) or args.size is not None) and not supports_any_scale(G):
             raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
+        if args.translate is not None or args.rotate is not None:
+            if snap.config.cfg not in ("stylegan3-t", "stylegan3-r"):
+                raise UserError(f"--translate/--rotate: only StyleGAN3 networks take a user transform, "
+                                f"this is {snap.config.cfg}")
+            from creps.nets.stylegan3 import set_user_transform
+
+            set_user_transform(G, args.translate or (0.0, 0.0), args.rotate or 0.0)
         try:
             c = one_hot(args.class_idx, G.c_dim)
         except ValueError as err:

@@ -176,11 +176,11 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
 
 @contextlib.contextmanager
 def quiet_unless(main: bool):
-    """Non-zero ranks print nothing (rank 0 speaks for the run)."""
+    """Non-zero ranks print no progress (rank 0 speaks for the run); their errors still show."""
     if main:
         yield
         return
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
 
 

@@ -58,8 +58,13 @@ def init(world: World, init_method: str = "env://", timeout_min: float = 30) -> 
 
 
 def shutdown() -> None:
+    """Leave the group together: without the barrier a rank that tears its group down while
+    a peer is still inside the last collective can abort at exit (seen with gloo)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def device_for(world: World) -> torch.device:
