@@ -6,7 +6,6 @@ architecture from our registry, the tensors fill its state dict.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,3 @@ def load_snapshot(path: str | Path, device: str | torch.device = "cpu", networks
         raise UserError(f"{path}: the snapshot holds no G_ema network")
     return Snapshot(G=built.get("G"), D=built.get("D"), G_ema=built["G_ema"], config=config, meta=meta)
 
-
-def clone_module(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module).eval().requires_grad_(False)

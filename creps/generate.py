@@ -7,7 +7,6 @@ image. CREPS generators render at any scale or explicit output size.
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from creps.atomic import atomic_write_bytes
+from creps.data.tool import png_bytes as encode_png
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -81,9 +81,7 @@ def png_bytes(array: np.ndarray) -> bytes:
     """uint8 HWC (C = 1 or 3) -> PNG file contents."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(Image.fromarray(array))
 
 
 def write_png(path: Union[str, Path], array: np.ndarray) -> None:
