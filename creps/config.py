@@ -24,9 +24,10 @@ AUG_MODES = ("noaug", "ada", "fixed")
 # is accepted too. creps.metrics computes them (and says which are not implemented yet).
 PUBLISHED_METRICS = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
-    "fid50k", "kid50k", "pr50k3", "is50k",
+    "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
 )
-_METRIC_FAMILY = re.compile(r"^(fid|kid|is)\d+k?(_full)?$|^pr\d+k?3(_full)?$")
+_METRIC_FAMILY = re.compile(r"^(fid|kid|is)\d+k?(_full)?$|^pr\d+k?3(_full)?$|^eqt\d+k?_(int|frac)$|^eq[rs]\d+k?$"
+                            r"|^(ppl2_wend|ppl_[zw](full|end))(\d+k?)?$")
 
 
 def is_valid_metric(name: str) -> bool:
@@ -312,6 +313,13 @@ def check_options(o: TrainOptions) -> None:
     if bad:
         raise UserError(f"--metrics: unknown metric {bad[0]!r}; valid names: {', '.join(PUBLISHED_METRICS)}, "
                         "none (or another sample count, e.g. fid1k_full)")
+    for name in o.metrics:
+        if re.match(r"^eq[tr]\d", name) and o.cfg not in ("stylegan3-t", "stylegan3-r"):
+            raise UserError(f"--metrics={name}: translation/rotation equivariance is a StyleGAN3 metric; "
+                            f"--cfg={o.cfg} does not take a user transform (for creps use eqs50k)")
+        if re.match(r"^eqs\d", name) and o.cfg != "creps":
+            raise UserError(f"--metrics={name}: scale consistency needs a network that renders at any scale "
+                            f"(--cfg=creps), not --cfg={o.cfg}")
     if o.grid is not None:
         parse_grid(o.grid)
     if o.desc is not None and not re.fullmatch(r"[A-Za-z0-9._+=-]+", o.desc):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import pickle
 import urllib.error
@@ -18,6 +19,7 @@ import PIL.Image
 import pytest
 import torch
 
+import creps.download as download
 import creps.metrics.inception as inception
 from creps.checkpoint import load_snapshot, save_snapshot
 from creps.cli.metrics import calc_metrics
@@ -28,6 +30,7 @@ from creps.metrics.features import POOL, dataset_features, generator_batch_size,
 from creps.metrics.inception import InceptionV3, load_detector
 from creps.metrics.registry import append_metric_jsonl, compute_metric
 from creps.train.step import build_networks
+from tiny_vgg16 import lin_state, vgg_state
 
 RES = 16
 NUM_REALS = 20
@@ -95,8 +98,11 @@ def world(tmp_path_factory):
     data = write_images(root / "reals", NUM_REALS, seed=1)
     detector_path = root / "tiny-inception.pth"
     torch.save(tiny_state(), detector_path)
+    torch.save(vgg_state(), root / "tiny-vgg16.pth")
+    torch.save(lin_state(), root / "tiny-lpips.pth")
     snapshot = make_snapshot(root / "runs" / "00000-creps-reals", data)
-    return {"root": root, "data": data, "detector": detector_path, "snapshot": snapshot}
+    return {"root": root, "data": data, "detector": detector_path, "snapshot": snapshot,
+            "vgg16": root / "tiny-vgg16.pth", "lpips": root / "tiny-lpips.pth"}
 
 
 class CountingDetector(torch.nn.Module):
@@ -171,7 +177,7 @@ def test_download_is_cached_and_checked(world, tmp_path, monkeypatch):
         fetched.append(url)
         Path(dest).write_bytes(world["detector"].read_bytes())
 
-    monkeypatch.setattr(inception, "download_file", fake_download)
+    monkeypatch.setattr(download, "download_file", fake_download)
     digest = inception.sha256_of(world["detector"])
     url = f"https://example.invalid/weights/tiny-inception-{digest[:8]}.pth"  # torch hub naming
     assert load_detector(url).feature_dim == 128
@@ -190,7 +196,7 @@ def test_offline_error_is_one_line(world, tmp_path, monkeypatch):
     def offline(url, dest, timeout=60.0):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(inception, "download_file", offline)
+    monkeypatch.setattr(download, "download_file", offline)
     code, out, err = call([f"--network={world['snapshot']}", "--metrics=fid20_full", "--verbose=0",
                            "--workers=0", "--device=cpu"])
     assert code == 2
@@ -258,11 +264,15 @@ def test_to_uint8_rounds_like_published():
 
 def test_calc_metrics_end_to_end(world):
     snapshot, run_dir = world["snapshot"], world["snapshot"].parent
-    code, out, err = call([f"--network={snapshot}", "--metrics=fid20_full,kid20_full,pr203_full",
-                           f"--detector={world['detector']}", "--workers=0", "--verbose=0", "--device=cpu"])
+    names = ["fid20_full", "kid20_full", "pr203_full", "ppl2_wend8", "eqs8"]
+    code, out, err = call([f"--network={snapshot}", f"--metrics={','.join(names)}",
+                           f"--detector={world['detector']}", f"--vgg16={world['vgg16']}", f"--lpips={world['lpips']}",
+                           "--workers=0", "--verbose=0", "--device=cpu"])
     assert code == 0, err
     printed = [json.loads(line) for line in out.strip().splitlines()]
-    assert [p["metric"] for p in printed] == ["fid20_full", "kid20_full", "pr203_full"]
+    assert [p["metric"] for p in printed] == names
+    ppl_value, eqs_value = printed[3]["results"]["ppl2_wend8"], printed[4]["results"]["eqs8"]
+    assert math.isfinite(ppl_value) and ppl_value >= 0 and math.isfinite(eqs_value)
 
     lines = (run_dir / "metric-fid20_full.jsonl").read_text().splitlines()
     assert len(lines) == 1
@@ -294,7 +304,8 @@ def test_calc_metrics_with_data_outside_a_run_dir(world, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--metrics=fid50q"], "unknown metric 'fid50q'"),
-    (["--metrics=eqt50k_int"], "not implemented yet"),
+    (["--metrics=eqt8_int"], "StyleGAN3"),
+    (["--metrics=eqt8"], "needs _int or _frac"),
     (["--gpus=2"], "--gpus=2"),
     (["--data={root}/nowhere.zip"], "no such file or folder"),
     (["--data={root}/small"], "images are 8x8"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -156,5 +155,5 @@ def test_transfer_from_a_network_snapshot(data, tmp_path, capsys):
     assert train([f"--outdir={tmp_path / 'third'}", f"--data={data}", *other, "--kimg=0.004",
                   f"--resume={snap}"]) == 2
     err = capsys.readouterr().err
-    assert "do not fit" in err and "vs" in err
+    assert "does not fit" in err and "vs" in err
     assert not (tmp_path / "third").exists() or not any((tmp_path / "third").iterdir())

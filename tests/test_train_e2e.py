@@ -232,27 +232,66 @@ def test_second_run_gets_next_id(trained, dataset, run_dir):
 # Features that are not implemented yet: a clear stop before anything is written.
 
 
-@pytest.mark.parametrize("flags", [
-    ["--resume=https://example.com/net.pkl"], ["--metrics=ppl2_wend"],
-], ids=lambda f: f[0])
-def test_not_implemented_yet_stops_cleanly(flags, dataset, tmp_path, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--metrics=eqt1k_int"], "StyleGAN3 metric"),
+    (["--metrics=eqs1k", "--cfg=stylegan2"], "--cfg=creps"),
+], ids=lambda f: f[0] if isinstance(f, list) else "")
+def test_a_metric_for_another_network_stops_before_the_run_dir(flags, message, dataset, tmp_path, capsys):
     outdir = tmp_path / "runs"
     code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004", *flags])
     out, err = capsys.readouterr()
-    assert code == 2
-    assert "not implemented yet" in err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
     assert not run_dirs(outdir)
 
 
-def test_metrics_without_a_detector_stop_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
-    """Offline and no detector file: one line that says where to get it; nothing written."""
-    import creps.metrics.inception as inception
+def test_ppl_without_vgg16_weights_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+    """Offline, --metrics=ppl2_wend names the VGG16 file to fetch; nothing is written."""
+    import creps.download as download
 
     def offline(url, dest, timeout=60.0):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(inception, "download_file", offline)
+    monkeypatch.setattr(download, "download_file", offline)
+    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("CREPS_VGG16", "CREPS_LPIPS"):
+        monkeypatch.delenv(var, raising=False)
+    outdir = tmp_path / "runs"
+    code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004", "--metrics=ppl2_wend"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1 and "vgg16" in err.lower() and "CREPS_VGG16" in err
+    assert not run_dirs(outdir)
+
+
+def test_resume_from_a_url_offline_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+    """--resume=URL downloads into the cache; offline, one line says where to put the file."""
+    import creps.download as download
+
+    def offline(url, dest, timeout=60.0):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(download, "download_file", offline)
+    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
+    outdir = tmp_path / "runs"
+    code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004",
+                  "--resume=https://example.com/models/net.pkl"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
+    assert "cannot download the network pickle https://example.com/models/net.pkl" in err
+    assert str(tmp_path / "cache" / "networks" / "net.pkl") in err
+    assert not run_dirs(outdir) and not list((tmp_path / "cache").rglob("*.pkl"))
+
+
+def test_metrics_without_a_detector_stop_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+    """Offline and no detector file: one line that says where to get it; nothing written."""
+    import creps.download as download
+
+    def offline(url, dest, timeout=60.0):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(download, "download_file", offline)
     monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CREPS_DETECTOR", raising=False)
     outdir = tmp_path / "runs"

@@ -37,7 +37,8 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Generate images using a pretrained network snapshot.",
                epilog="example: python gen_images.py --network=run/network-snapshot-000100.safetensors "
                       "--seeds=0-3,7 --trunc=0.7 --scale=2 --outdir=out")
-    p.add_argument("--network", required=True, metavar="PATH", help="network snapshot (.safetensors)")
+    p.add_argument("--network", required=True, metavar="PATH|URL",
+                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
     p.add_argument("--seeds", required=True, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
     p.add_argument("--trunc", type=float, default=1.0, metavar="FLOAT", help="truncation psi (default: 1)")
     p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")

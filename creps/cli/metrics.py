@@ -24,16 +24,19 @@ EXAMPLES = """examples:
   python calc_metrics.py --metrics=fid50k_full --data=~/datasets/ffhq-256x256.zip --mirror=1 \\
       --network=network-snapshot-000000.safetensors
 
-recommended metrics: fid50k_full, kid50k_full, pr50k3_full (ppl2_wend, eqt50k_int, eqt50k_frac,
-eqr50k: not implemented yet); legacy: fid50k, kid50k, pr50k3, is50k; other counts: fid1k_full, ...
-The FID Inception weights come from --detector, else $CREPS_DETECTOR, else they are downloaded
-once into $CREPS_CACHE_DIR/detectors (default ~/.cache/creps/detectors)."""
+recommended metrics: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, eqt50k_int, eqt50k_frac,
+eqr50k (StyleGAN3), eqs50k (CREPS scale consistency); legacy: fid50k, kid50k, pr50k3, is50k;
+other counts: fid1k_full, pr1k3_full, ppl2_wend1k, eqt1k_int, ...
+Detector weights (downloaded once into $CREPS_CACHE_DIR/detectors, default ~/.cache/creps/detectors,
+when not given): FID/KID/IS Inception from --detector or $CREPS_DETECTOR; precision/recall and
+PPL VGG16 from --vgg16 or $CREPS_VGG16 and LPIPS weights from --lpips or $CREPS_LPIPS."""
 
 
 def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Calculate quality metrics for a training run or a network snapshot.",
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", dest="network", required=True, metavar="PATH", help="network snapshot (.safetensors)")
+    p.add_argument("--network", dest="network", required=True, metavar="PATH|URL",
+                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
     p.add_argument("--metrics", type=parse_list, default=("fid50k_full",), metavar="[NAME|A,B,C|none]",
                    help="quality metrics (default: fid50k_full)")
     p.add_argument("--data", metavar="[ZIP|DIR]", help="dataset to evaluate against (default: look up)")
@@ -43,6 +46,11 @@ def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
     p.add_argument("--detector", metavar="PATH|URL",
                    help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: $CREPS_DETECTOR "
                         "or the published URL, cached")
+    p.add_argument("--vgg16", metavar="PATH|URL",
+                   help="VGG16 weights (torchvision vgg16-397923af.pth) for PR and PPL; default: $CREPS_VGG16 or the "
+                        "published URL, cached")
+    p.add_argument("--lpips", metavar="PATH|URL",
+                   help="LPIPS v0.1 vgg.pth linear weights for PPL; default: $CREPS_LPIPS or the published URL, cached")
     p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="render CREPS networks at this scale, e.g. 2")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
     p.add_argument("--workers", type=int, default=3, metavar="INT", help="dataset loader processes (default: 3)")
@@ -73,15 +81,13 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
         import torch
 
         from creps.checkpoint import load_snapshot
+        from creps.compat.published import published_file
         from creps.generate import supports_any_scale
-        from creps.metrics.inception import load_detector
-        from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_jsonl_line
+        from creps.metrics.detectors import Detectors
+        from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_families, metric_jsonl_line
 
         say = print if args.verbose else (lambda *a, **k: None)
-        if "://" in args.network:
-            raise UserError(f"--network={args.network}: URLs are not supported yet; download the file and "
-                            "give its path")
-        network = Path(os.path.expanduser(args.network))
+        network = published_file(args.network)  # a URL is downloaded into the cache first
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cpu" and args.device is None:
             say("No CUDA device: computing on the CPU (slow).")
@@ -94,7 +100,7 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
         if args.data is not None:
             data_path, mirror = os.path.expanduser(args.data), False
         else:
-            data_path, mirror = snap.config.data.path, snap.config.data.xflip
+            data_path, mirror = os.path.expanduser(snap.config.data.path), snap.config.data.xflip
             if not os.path.exists(data_path):
                 raise UserError(f"the snapshot's training dataset {data_path} is not there; "
                                 "please specify --data=ZIP|DIR")
@@ -106,7 +112,8 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
                         "resolution": G.img_resolution}, indent=2))
         run_dir = find_run_dir(network)
 
-        detector = load_detector(args.detector, device=device)
+        detector = Detectors(device, inception=args.detector, vgg16=args.vgg16,
+                             lpips=args.lpips).require(metric_families(args.metrics))
         for name in args.metrics:
             say(f"Calculating {name}...")
             result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,

@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
 from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, resolve
 from creps.errors import UserError
-from creps.metrics import load_detector, not_implemented_reason
+from creps.metrics import Detectors, metric_families, not_implemented_reason
 from creps.train.distributed import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
                                      shutdown, spawn)
-from creps.train.resume import ResumePlan, check_transfer_shapes, continued_config, plan_resume
+from creps.train.resume import ResumePlan, check_transfer, continued_config, plan_resume
 
 EXAMPLES = """examples:
   # Train CREPS for AFHQv2 using 8 GPUs.
@@ -135,7 +135,8 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
             if plan.state is not None:
                 cfg = continued_config(plan.state.config, resolve(dataclasses.replace(options, resume=None), info))
             elif plan.snapshot is not None:
-                check_transfer_shapes(cfg, plan.snapshot)
+                for note in check_transfer(cfg, plan.snapshot):
+                    print(f"note: {note}")
             elif resume_note is None:  # --resume=auto found nothing: a fresh run
                 cfg = resolve(dataclasses.replace(options, resume=None), info)
         run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
@@ -163,7 +164,7 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
         # one-line error that says where to get it (or to pass --metrics=none).
         if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
             raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
-        detector = load_detector(device="cpu") if cfg.metrics and world.is_main else None
+        detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics and world.is_main else None
         if world.enabled:
             return launch_torchrun(cfg, plan, detector, world)
         if cfg.num_gpus > 1:
@@ -276,7 +277,6 @@ def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optiona
 
     from creps.checkpoint import load_snapshot
     from creps.config import TrainConfig
-    from creps.metrics import load_detector as load
     from creps.train.rundir import RunLog
     from creps.train.state import load_training_state
 
@@ -285,7 +285,7 @@ def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optiona
                       state=load_training_state(state_path) if state_path else None,
                       snapshot=load_snapshot(cfg.resume) if transfer else None)
     log = RunLog(Path(run_dir) / "log.txt") if world.is_main else quiet_log()
-    detector = load(device="cpu") if cfg.metrics and world.is_main else None
+    detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics and world.is_main else None
     train_in_run_dir(cfg, plan, Path(run_dir), log, detector, world)
 
 

@@ -18,10 +18,10 @@ class NotBuiltYet(LookupError):
     """The recorded network is one we do not implement (yet)."""
 
 
-def _lazy(module: str, function: str) -> Callable[[dict[str, Any]], torch.nn.Module]:
+def _lazy(module: str, function: str) -> Callable[[dict[str, Any]], Any]:
     """A builder imported on first use; a module that does not exist yet means 'not built yet'."""
 
-    def build(init: dict[str, Any]) -> torch.nn.Module:
+    def build(init: dict[str, Any]) -> Any:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -40,6 +40,25 @@ PUBLISHED_NETWORKS: dict[str, Callable[[dict[str, Any]], torch.nn.Module]] = {
     "stylegan3.Generator": _lazy("creps.compat.stylegan3_g", "build_stylegan3_generator"),
     "stylegan2.Discriminator": _lazy("creps.compat.discriminator", "build_stylegan2_discriminator"),
 }
+
+
+# Published network name -> our constructor's keyword arguments for its published kwargs.
+PUBLISHED_KWARGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "creps.Generator": _lazy("creps.compat.creps_g", "creps_generator_kwargs"),
+    "stylegan2.Generator": _lazy("creps.compat.stylegan2_g", "stylegan2_generator_kwargs"),
+    "stylegan3.Generator": _lazy("creps.compat.stylegan3_g", "stylegan3_generator_kwargs"),
+    "stylegan2.Discriminator": _lazy("creps.compat.discriminator", "stylegan2_discriminator_kwargs"),
+}
+
+
+def published_kwargs(network: str, init: dict[str, Any]) -> dict[str, Any]:
+    """Our constructor's keyword arguments (as given, defaults not filled in) for a published
+    network name and its constructor kwargs; a ValueError names what does not translate."""
+    try:
+        translate = PUBLISHED_KWARGS[network]
+    except KeyError:
+        raise NotBuiltYet(f"{network} is not implemented yet") from None
+    return translate(init)
 
 
 def build_published(network: str, init: dict[str, Any]) -> torch.nn.Module:

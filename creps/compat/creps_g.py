@@ -17,6 +17,11 @@ _MAPPING = Section(
 )
 
 
+def creps_generator_kwargs(init: dict[str, Any]) -> dict[str, Any]:
+    """Our CREPS Generator's keyword arguments for the published constructor kwargs `init`."""
+    return translate("CREPS generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING})
+
+
 def build_creps_generator(init: dict[str, Any]) -> Generator:
     """Our CREPS Generator for the published constructor kwargs `init`."""
-    return Generator(**translate("CREPS generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING}))
+    return Generator(**creps_generator_kwargs(init))

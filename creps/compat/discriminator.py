@@ -36,6 +36,11 @@ _NESTED = {
 }
 
 
+def stylegan2_discriminator_kwargs(init: dict[str, Any]) -> dict[str, Any]:
+    """Our Discriminator's keyword arguments for the published constructor kwargs `init`."""
+    return translate("StyleGAN2 discriminator", init, _REQUIRED, _TOP, _NESTED)
+
+
 def build_stylegan2_discriminator(init: dict[str, Any]) -> Discriminator:
     """Our Discriminator for the published constructor kwargs `init`."""
-    return Discriminator(**translate("StyleGAN2 discriminator", init, _REQUIRED, _TOP, _NESTED))
+    return Discriminator(**stylegan2_discriminator_kwargs(init))

@@ -46,10 +46,19 @@ _FUSED = {True: True, False: False, "inference_only": None}
 
 def build_stylegan2_generator(init: dict[str, Any]) -> Generator:
     """Our Generator for the published constructor kwargs `init`."""
+    return Generator(**stylegan2_generator_kwargs(init))
+
+
+def stylegan2_generator_kwargs(init: dict[str, Any]) -> dict[str, Any]:
+    """Our Generator's keyword arguments for the published constructor kwargs `init`. Files of
+    the StyleGAN2-ADA code nest the synthesis options in `synthesis_kwargs`; they count as top
+    level, as in the later code."""
+    if isinstance(init.get("synthesis_kwargs"), dict):
+        init = {**{k: v for k, v in init.items() if k != "synthesis_kwargs"}, **init["synthesis_kwargs"]}
     kwargs = translate("StyleGAN2 generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING})
     if "fused_modconv" in kwargs:
         if kwargs["fused_modconv"] not in _FUSED:
             raise ValueError(f"StyleGAN2 generator: fused_modconv_default={kwargs['fused_modconv']!r} is not supported")
         kwargs["fused_modconv"] = _FUSED[kwargs["fused_modconv"]]
     kwargs["resample_filter"] = list(kwargs.get("resample_filter", DEFAULT_RESAMPLE_FILTER))
-    return Generator(**kwargs)
+    return kwargs

@@ -30,6 +30,11 @@ _MAPPING = Section(
 )
 
 
+def stylegan3_generator_kwargs(init: dict[str, Any]) -> dict[str, Any]:
+    """Our StyleGAN3 Generator's keyword arguments for the published constructor kwargs `init`."""
+    return translate("StyleGAN3 generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING})
+
+
 def build_stylegan3_generator(init: dict[str, Any]) -> Generator:
     """Our StyleGAN3 Generator (T or R) for the published constructor kwargs `init`."""
-    return Generator(**translate("StyleGAN3 generator", init, _REQUIRED, _TOP, {"mapping_kwargs": _MAPPING}))
+    return Generator(**stylegan3_generator_kwargs(init))

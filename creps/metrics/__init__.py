@@ -5,6 +5,7 @@ records it in the run directory as the published code does; `evaluate_snapshot` 
 a list of metrics (what the training loop calls after each snapshot). See registry.py.
 """
 
+from creps.metrics.detectors import Detectors
 from creps.metrics.inception import InceptionV3, load_detector
 from creps.metrics.registry import (
     METRICS,
@@ -12,11 +13,13 @@ from creps.metrics.registry import (
     check_metrics,
     compute_metric,
     evaluate_snapshot,
+    metric_families,
     metric_spec,
     not_implemented_reason,
 )
+from creps.metrics.vgg16 import VGG16, load_vgg16
 
 __all__ = [
-    "METRICS", "InceptionV3", "append_metric_jsonl", "check_metrics", "compute_metric", "evaluate_snapshot",
-    "load_detector", "metric_spec", "not_implemented_reason",
+    "METRICS", "VGG16", "Detectors", "InceptionV3", "append_metric_jsonl", "check_metrics", "compute_metric",
+    "evaluate_snapshot", "load_detector", "load_vgg16", "metric_families", "metric_spec", "not_implemented_reason",
 ]

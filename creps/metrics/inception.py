@@ -14,11 +14,8 @@ on request the 1008 logits without bias (Inception Score) and with bias.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -26,8 +23,10 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from creps.atomic import atomic_path
+from creps.download import cache_root, fetch_cached, is_url, local_path, sha256_of, url_filename
 from creps.errors import UserError
+
+__all__ = ["InceptionV3", "cache_root", "from_state_dict", "is_url", "load_detector", "sha256_of"]
 
 PUBLISHED_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 PUBLISHED_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -333,23 +332,6 @@ def from_state_dict(state: dict[str, torch.Tensor], where: str = "detector") -> 
 # Loading the weights: --detector, $CREPS_DETECTOR, or the published URL (downloaded once).
 
 
-def cache_root() -> Path:
-    """$CREPS_CACHE_DIR, default ~/.cache/creps."""
-    return Path(os.path.expanduser(os.environ.get("CREPS_CACHE_DIR") or "~/.cache/creps"))
-
-
-def is_url(text: str) -> bool:
-    return bool(re.match(r"^(https?|file)://", text))
-
-
-def sha256_of(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def expected_hash(filename: str, downloaded: bool) -> Optional[str]:
     """The SHA-256 a file must have (in full for the published file names) or start with
     (a downloaded `name-<hex>.pth`, the torch hub convention), or None when nothing is known."""
@@ -369,38 +351,16 @@ def check_hash(path: Path, filename: str, origin: str, downloaded: bool = False)
     return digest
 
 
-def download_file(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch `url` into `dest` (a temporary path), with a progress bar. Raises OSError (URLError)
-    when offline."""
-    from tqdm import tqdm
-
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
-        size = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {url.split('/')[-1]}",
-                  leave=False) as bar:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                f.write(chunk)
-                bar.update(len(chunk))
-
-
 def fetch(url: str) -> Path:
     """The cached copy of `url` under $CREPS_CACHE_DIR/detectors, downloaded (atomically,
     hash-checked) when missing. Offline: one-line UserError saying where to put the file."""
-    filename = url.rstrip("/").split("/")[-1] or "detector.pth"
-    target = cache_root() / "detectors" / filename
-    if target.is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            download_file(url, tmp)
-            check_hash(tmp, filename, url, downloaded=True)
-    except (OSError, urllib.error.URLError, TimeoutError) as err:
-        reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
-        raise UserError(f"cannot download the Inception detector {url} ({' '.join(str(reason).split())}); "
-                        f"download it elsewhere and put it at {target}, or pass --detector=PATH "
-                        f"(or set CREPS_DETECTOR=PATH)") from None
-    return target
+    filename = url_filename(url, "detector.pth")
+
+    def verify(tmp: Path) -> None:
+        check_hash(tmp, filename, url, downloaded=True)
+
+    return fetch_cached(url, "detectors", "the Inception detector",
+                        hint="pass --detector=PATH (or set CREPS_DETECTOR=PATH)", check=verify)
 
 
 def resolve_source(source: Optional[str] = None) -> str:
@@ -417,9 +377,9 @@ def load_detector(source: Optional[str] = None, device: Union[str, torch.device]
     source = resolve_source(source)
     downloaded = is_url(source) and not source.startswith("file://")
     if downloaded:
-        path, filename = fetch(source), source.rstrip("/").split("/")[-1]
+        path, filename = fetch(source), url_filename(source, "detector.pth")
     else:
-        path = Path(os.path.expanduser(source.removeprefix("file://")))
+        path = local_path(source)
         filename = path.name
         if not path.is_file():
             raise UserError(f"detector {source}: no such file; give the path of {PUBLISHED_NAME} "

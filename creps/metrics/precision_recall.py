@@ -4,9 +4,8 @@ Each set's manifold is the union of balls around its points, of radius the dista
 point's k-th nearest neighbour (k = 3 in pr50k3). Precision: the share of generated points
 inside the real manifold; recall: the share of real points inside the generated manifold.
 
-Note: the published metric embeds images with a VGG16 network; we have no VGG16 detector
-yet, so these numbers use the Inception pool features and are not comparable to published
-pr50k3 values (the formula is the same).
+Images are embedded, as published, by the VGG16 classifier's 4096-d fc7 features (after
+ReLU, images resized to 224x224); see creps.metrics.vgg16.
 """
 
 from __future__ import annotations

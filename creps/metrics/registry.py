@@ -17,15 +17,15 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from creps.errors import UserError
-from creps.metrics import fid, inception_score, kid, precision_recall
+from creps.metrics import equivariance, fid, inception_score, kid, ppl, precision_recall
+from creps.metrics.detectors import Detectors
 from creps.metrics.features import Evaluation, default_cache_dir
-from creps.metrics.inception import load_detector
 from creps.metrics.spec import NOT_IMPLEMENTED, MetricSpec, parse_metric_name
 from creps.timefmt import format_time
 
 PUBLISHED_NAMES = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
-    "fid50k", "kid50k", "pr50k3", "is50k",
+    "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
 )
 
 # The published metrics by name; numbered variants (fid1k_full, ...) parse on demand.
@@ -36,9 +36,19 @@ FAMILIES: dict[str, Callable[[Evaluation, MetricSpec], dict[str, float]]] = {
     "kid": kid.evaluate,
     "pr": precision_recall.evaluate,
     "is": inception_score.evaluate,
+    "ppl": ppl.evaluate,
+    "eq": equivariance.evaluate,
 }
 
 Detector = Union[str, torch.nn.Module, None]
+
+
+def detectors_for(detector: Union[Detector, Detectors], device: torch.device) -> Detectors:
+    """A Detectors as given, or one whose Inception detector is `detector` (module, path/URL, or
+    None for the default)."""
+    if isinstance(detector, Detectors):
+        return detector.to(device)
+    return Detectors(device, inception=detector)
 
 
 def metric_spec(name: str) -> MetricSpec:
@@ -60,14 +70,21 @@ def check_metrics(names: Sequence[str]) -> None:
             raise UserError(f"--metrics: {reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
 
 
+def metric_families(names: Sequence[str]) -> list[str]:
+    return [metric_spec(name).family for name in names]
+
+
 def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: bool, use_labels: bool,
-                   device: Union[str, torch.device], detector: Detector = None, scale: Optional[float] = None,
+                   device: Union[str, torch.device], detector: Union[Detector, Detectors] = None,
+                   scale: Optional[float] = None,
                    progress: bool = True, cache_dir: Union[str, Path, None] = None, cache: bool = True,
                    batch_size: int = 64, workers: int = 0, seed: int = 0) -> dict[str, Any]:
     """Compute one metric of generator `G` (used as is: pass G_ema) against `data_path`.
 
-    `detector`: a loaded detector (reuse it across calls), or a path/URL for load_detector, or
-    None ($CREPS_DETECTOR, else the published weights). `mirror`: the dataset's x-flips (used by
+    `detector`: the feature networks (a `Detectors`, reused across calls), or just the Inception
+    detector (module, or path/URL for load_detector, or None: $CREPS_DETECTOR, else the published
+    weights); the VGG16 of precision/recall and PPL then comes from $CREPS_VGG16 / $CREPS_LPIPS
+    or the published URLs. `mirror`: the dataset's x-flips (used by
     the non-_full metrics). `use_labels`: accepted for the training loop's convenience; as
     published, a conditional G is always fed labels of random dataset items, an unconditional
     one none. `cache_dir`: where real features are cached (default
@@ -80,11 +97,10 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
     del use_labels  # G's c_dim decides: a conditional G always gets dataset labels (published rule)
     device = torch.device(device)
     start = time.time()
-    if not isinstance(detector, torch.nn.Module):
-        detector = load_detector(detector, device=device)
+    detectors = detectors_for(detector, device)
     ev = Evaluation(
         G=G, data_path=data_path, mirror=mirror, device=device,
-        detector=detector, scale=scale, progress=progress,
+        detector=detectors.for_family(spec.family), scale=scale, progress=progress,
         cache_dir=(Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache else None,
         batch_size=batch_size, workers=workers, seed=seed,
     )
@@ -128,16 +144,15 @@ def append_metric_jsonl(run_dir: Union[str, Path], result: dict[str, Any],
 
 def evaluate_snapshot(names: Sequence[str], G: torch.nn.Module, data_path: str, *, mirror: bool,
                       use_labels: bool, device: Union[str, torch.device], run_dir: Union[str, Path],
-                      snapshot_path: Union[str, Path], detector: Detector = None, progress: bool = False,
-                      log: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+                      snapshot_path: Union[str, Path], detector: Union[Detector, Detectors] = None,
+                      progress: bool = False, log: Optional[Callable[[str], None]] = None) -> dict[str, float]:
     """What the training loop runs after writing a snapshot: each metric, its jsonl line in the
     run directory; returns every result value by key (for stats.jsonl / TensorBoard)."""
     values: dict[str, float] = {}
-    if names and not isinstance(detector, torch.nn.Module):
-        detector = load_detector(detector, device=device)  # once for all the metrics
+    detectors = detectors_for(detector, torch.device(device)).require(metric_families(names))  # once for all
     for name in names:
         result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
-                                detector=detector, progress=progress)
+                                detector=detectors, progress=progress)
         line = append_metric_jsonl(run_dir, result, snapshot_path)
         if log is not None:
             log(line)

@@ -20,12 +20,13 @@ from creps.checkpoint import Snapshot, save_snapshot
 from creps.config import TrainConfig
 from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
-from creps.metrics import evaluate_snapshot, load_detector
+from creps.metrics import Detectors, evaluate_snapshot, metric_families
 from creps.timefmt import format_time
 from creps.train.distributed import SINGLE, World, all_sum, broadcast_module, device_for
 from creps.train.distributed import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
+from creps.train.resume import copy_matching
 from creps.train.state import TrainingState, save_training_state, state_file_name
 from creps.train.stats import StatsCollector
 from creps.train.step import Networks, Trainer, build_networks
@@ -209,7 +210,7 @@ def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world:
 
 
 def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
-             device: torch.device, log: RunLog, detector: Optional[torch.nn.Module]) -> None:
+             device: torch.device, log: RunLog, detector: Optional[Detectors]) -> None:
     """Image grid, network snapshot, its metrics and the training state at the current point."""
     kimg_tag = f"{progress.cur_nimg // 1000:06d}"
     snapshot_path = run_dir / f"network-snapshot-{kimg_tag}.safetensors"
@@ -229,7 +230,7 @@ def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, 
 
 def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
         resume_state: Optional[TrainingState] = None, transfer_from: Optional[Snapshot] = None,
-        detector: Optional[torch.nn.Module] = None, world: World = SINGLE) -> Networks:
+        detector: Optional[Detectors] = None, world: World = SINGLE) -> Networks:
     """Train according to `cfg`, writing into `run_dir`; continue from `resume_state` if
     given (same run, exactly), or start from the weights of `transfer_from`. Under
     torch.distributed every rank calls this; rank 0 alone writes."""
@@ -256,15 +257,18 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
         log(f"Resumed from {resume_state.path.name} at {progress.cur_nimg / 1e3:.1f} kimg")
     elif transfer_from is not None:
         for name in ("G", "D", "G_ema"):
-            source = getattr(transfer_from, name)
+            source = getattr(transfer_from, name) or (transfer_from.G_ema if name == "G" else None)
             if source is not None:
-                getattr(nets, name).load_state_dict(source.state_dict(), strict=True)
+                t = copy_matching(source, getattr(nets, name))
+                if t.fresh or t.dropped:
+                    log(f"{name}: {len(t.copied)} tensors from the file, {len(t.fresh)} fresh, {len(t.dropped)} unused")
         log(f"Starting from the weights of {cfg.resume}")
     for net in (nets.G, nets.D, nets.G_ema):
         broadcast_module(net, world)
 
     if cfg.metrics and world.is_main:
-        detector = (detector if detector is not None else load_detector(device="cpu")).to(device)
+        detector = (detector if detector is not None else Detectors("cpu")).require(metric_families(cfg.metrics))
+        detector.to(device)
     per_rank_batch = cfg.batch_size // world.size
     workers = cfg.data.workers if device.type == "cuda" or (os.cpu_count() or 1) > 2 else 0
     batches = minibatches(dataset, per_rank_batch, cfg.seed, workers, pin_memory=device.type == "cuda",

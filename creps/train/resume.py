@@ -4,7 +4,11 @@
   directory from its newest valid training state (exact resume).
 - `--resume=auto`: the same for the newest run in `--outdir` with the same description, or
   a fresh run when there is none.
-- `--resume=<network snapshot>`: a new run starting from those weights (transfer learning).
+- `--resume=<network snapshot or published .pkl, path or URL>`: a new run starting from those
+  weights (transfer learning). The networks must be of the same `--cfg` and capacity; at
+  another resolution (the published recipe fine-tunes a 512x512 network on 1024x1024 data)
+  every tensor whose name and shape agree is copied and the layers the new resolution adds
+  start fresh.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from creps.checkpoint import Snapshot, load_snapshot, read_snapshot_config
+import torch
+
+from creps.checkpoint import Snapshot, is_pickle, load_snapshot, read_snapshot_config, snapshot_from_published
+from creps.compat.published import published_file
 from creps.config import TrainConfig
 from creps.errors import UserError
 from creps.nets.registry import build_discriminator, build_generator
@@ -48,8 +55,9 @@ def _state_in(run_dir: Path, log) -> TrainingState:
 
 
 def plan_resume(resume: str, outdir: str | Path, run_desc: str, log=print) -> ResumePlan:
-    if re.match(r"^[a-z]+://", resume):
-        raise UserError(f"--resume={resume}: resuming from a URL is not implemented yet; download the file first")
+    if re.match(r"^[a-z]+://", resume):  # a network file by URL: downloaded into the cache first
+        path = published_file(resume)
+        return ResumePlan(snapshot=snapshot_from_published(path) if is_pickle(path) else load_snapshot(path))
     if resume == "auto":
         runs = [p for p in Path(outdir).glob(f"*-{run_desc}") if p.is_dir() and re.match(r"^\d+-", p.name)]
         for run_dir in sorted(runs, reverse=True):
@@ -63,9 +71,8 @@ def plan_resume(resume: str, outdir: str | Path, run_desc: str, log=print) -> Re
         return ResumePlan(run_dir=path, state=_state_in(path, log))
     if not path.exists():
         raise UserError(f"--resume={resume}: no such file or run directory")
-    if path.suffix == ".pkl":
-        raise UserError(f"--resume={resume}: published .pkl networks are not supported yet (not implemented yet); "
-                        "use a creps run directory or network-snapshot-*.safetensors")
+    if is_pickle(path):
+        return ResumePlan(snapshot=snapshot_from_published(path))
     if _file_format(path) == STATE_FORMAT:
         return ResumePlan(run_dir=path.parent, state=load_training_state(path))
     read_snapshot_config(path)  # a clear error for files that are neither
@@ -109,22 +116,83 @@ def continued_config(stored: TrainConfig, requested: TrainConfig) -> TrainConfig
     )
 
 
-def check_transfer_shapes(cfg: TrainConfig, snap: Snapshot) -> None:
-    """Stop with a list of what differs when the snapshot's networks do not fit `cfg`'s."""
-    problems = []
+@dataclass
+class Transfer:
+    """How the tensors of a source network map onto a destination network, by state-dict name."""
+
+    copied: list[str]  # same name and shape
+    fresh: list[str]  # only in the destination, or a shape that depends on the resolution
+    dropped: list[str]  # only in the source
+    conflicts: list[str]  # same name, another shape, and a learned weight: "name (src) vs (dst)"
+
+
+# Tensors by these names are learned (or frozen learned) weights; any other tensor is a buffer the
+# network computes from its options (e.g. the CREPS coordinate grid), which may start fresh.
+LEARNED_SUFFIXES = (".weight", ".bias", ".const", ".w_avg", ".magnitude_ema")
+
+
+def match_tensors(source: dict[str, torch.Tensor], dest: dict[str, torch.Tensor]) -> Transfer:
+    t = Transfer(copied=[], fresh=[], dropped=[k for k in source if k not in dest], conflicts=[])
+    for key, value in dest.items():
+        if key not in source:
+            t.fresh.append(key)
+        elif source[key].shape == value.shape:
+            t.copied.append(key)
+        elif key.endswith(LEARNED_SUFFIXES):
+            t.conflicts.append(f"{key} {tuple(source[key].shape)} vs {tuple(value.shape)}")
+        else:
+            t.fresh.append(key)
+    return t
+
+
+def copy_matching(source: torch.nn.Module, dest: torch.nn.Module) -> Transfer:
+    """Copy every tensor of `source` into `dest` whose name and shape agree; the rest of `dest`
+    keeps its values. Conflicts (see match_tensors) are a bug here: check_transfer stops them."""
+    state = source.state_dict()
+    t = match_tensors(state, dest.state_dict())
+    if t.conflicts:
+        raise ValueError(f"cannot transfer: {t.conflicts[0]}")
+    dest.load_state_dict({k: state[k] for k in t.copied}, strict=False)
+    return t
+
+
+def check_transfer(cfg: TrainConfig, snap: Snapshot) -> list[str]:
+    """Stop with a clear line when the snapshot's networks cannot start a run of `cfg` (another
+    --cfg, another capacity, or at the same resolution anything that differs); returns notes
+    on what a change of resolution leaves fresh."""
+    have, want = snap.config, cfg
+    source_desc = f"{have.cfg}, {have.G.img_resolution}x{have.G.img_resolution}"
+    if have.G.arch != want.G.arch:
+        raise UserError(f"--resume: the network is {have.G.arch} ({source_desc}) but --cfg={want.G.arch}; "
+                        f"pass --cfg={have.G.arch} to fine-tune it")
+    if (have.G.c_dim, have.G.img_channels) != (want.G.c_dim, want.G.img_channels):
+        raise UserError(f"--resume: the network takes {have.G.c_dim} classes and makes {have.G.img_channels}-channel "
+                        f"images, the data has {want.G.c_dim} classes and {want.G.img_channels} channels "
+                        f"({want.data.path})")
+    same_res = have.G.img_resolution == want.G.img_resolution
+    problems, notes = [], []
     wanted = {"G": build_generator(cfg.G), "D": build_discriminator(cfg.D)}
     for name, net in wanted.items():
         source = getattr(snap, name) if name != "G" else (snap.G or snap.G_ema)
         if source is None:
+            notes.append(f"the file has no {name}: it starts fresh")
             continue
-        have = {k: tuple(v.shape) for k, v in source.state_dict().items()}
-        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        problems += [f"{name}.{k} missing" for k in sorted(want.keys() - have.keys())]
-        problems += [f"{name}.{k} unexpected" for k in sorted(have.keys() - want.keys())]
-        problems += [f"{name}.{k} {have[k]} vs {want[k]}" for k in sorted(want.keys() & have.keys())
-                     if have[k] != want[k]]
+        t = match_tensors(source.state_dict(), net.state_dict())
+        problems += [f"{name}.{c}" for c in t.conflicts]
+        problems += [f"{name}.{k} missing" for k in t.fresh if k.startswith("mapping.") and not same_res]
+        problems += [f"{name}.{k} unexpected" for k in t.dropped if k.startswith("mapping.") and not same_res]
+        if same_res:
+            problems += [f"{name}.{k} missing" for k in t.fresh] + [f"{name}.{k} unexpected" for k in t.dropped]
+        elif t.fresh or t.dropped:
+            notes.append(f"{name}: {len(t.copied)} tensors copied, {len(t.fresh)} start fresh, "
+                         f"{len(t.dropped)} of the file unused")
     if problems:
         more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise UserError("--resume: the snapshot's networks do not fit these options: " + "; ".join(problems[:8]) +
-                        more + f" (snapshot: --cfg={snap.config.cfg}, {snap.config.G.img_resolution}px, "
-                        f"cbase {snap.config.D.channel_base}, cmax {snap.config.D.channel_max})")
+        raise UserError("--resume: the network does not fit these options: " + "; ".join(problems[:8]) + more +
+                        f" (network: --cfg={have.cfg}, {have.G.img_resolution}px, cbase {have.D.channel_base}, "
+                        f"cmax {have.D.channel_max}; now: {want.G.img_resolution}px, cbase {want.D.channel_base}, "
+                        f"cmax {want.D.channel_max}); pass the network's --cbase/--cmax/--map-depth")
+    if not same_res:
+        notes.insert(0, f"fine-tuning a {have.G.img_resolution}x{have.G.img_resolution} network on "
+                        f"{want.G.img_resolution}x{want.G.img_resolution} data")
+    return notes
