@@ -516,11 +516,11 @@ def test_metrics_during_training(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
     outdir = tmp_path / "runs"
     assert train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.012", "--tick=0.004", "--snap=2",
-                  "--metrics=fid16_full,kid16_full", "--grid=4x2"]) == 0
+                  "--metrics=fid16_full,kid16_full,eqs4", "--grid=4x2"]) == 0
     (run_dir,) = run_dirs(outdir)
     with PIL.Image.open(run_dir / "fakes000000.png") as img:
         assert img.size == (4 * 32, 2 * 32)  # --grid=4x2
-    for name in ("fid16_full", "kid16_full"):
+    for name in ("fid16_full", "kid16_full", "eqs4"):
         lines = [json.loads(x) for x in (run_dir / f"metric-{name}.jsonl").read_text().splitlines()]
         assert len(lines) == 2  # ticks 0 and 2 (the last)
         assert lines[-1]["metric"] == name and np.isfinite(lines[-1]["results"][name])
