@@ -23,8 +23,10 @@ Any other global (an `os.system`, `builtins.eval`, an unknown class) stops the r
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Optional
@@ -215,6 +217,8 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel():
             raise UnsafePickle("a tensor that reaches past the end of its storage")
+        if math.prod(size) > storage.numel():  # network weights never repeat storage elements
+            raise UnsafePickle("a tensor with more elements than its storage")
     return storage.as_strided(size, stride, storage_offset).clone()
 
 
@@ -288,6 +292,17 @@ class _RecordedArray:
 _NDARRAY = object()  # what the file's `numpy.ndarray` global resolves to
 
 
+def _numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
+    """Stand-in for `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)`, which
+    protocol 5 uses for contiguous arrays."""
+    if not (isinstance(buffer, (bytes, bytearray)) and isinstance(dtype, _RecordedDType) and isinstance(shape, tuple)
+            and all(isinstance(n, int) and n >= 0 for n in shape) and order in ("C", "F")):
+        raise UnsafePickle("a NumPy array that is not plain numbers")
+    if len(buffer) != math.prod(shape) * dtype.dtype.itemsize:
+        raise UnsafePickle("a NumPy array whose data does not match its shape")
+    return np.frombuffer(bytes(buffer), dtype=dtype.dtype).reshape(shape, order=order).copy()
+
+
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     """Protocol-2 pickles store bytes as `_codecs.encode(str, 'latin1')`."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -319,6 +334,8 @@ ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _RecordedArray,
     ("numpy._core.multiarray", "_reconstruct"): _RecordedArray,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
 
 
@@ -328,6 +345,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._by_reference: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 files name Python 2 modules (e.g. __builtin__.set); use their Python 3 names.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = (module, name)
         if key == ("numpy", "ndarray"):
             return _NDARRAY
@@ -401,19 +421,21 @@ def read_published_pickle(file: BinaryIO) -> Any:
     except UnsafePickle:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RecursionError, MemoryError) as err:
+            RecursionError, MemoryError, OverflowError, RuntimeError) as err:
         raise UnsafePickle(f"damaged pickle ({type(err).__name__}: {str(err)[:80]})") from None
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any, _active: frozenset = frozenset()) -> Any:
     """Constructor arguments as plain Python: EasyDict -> dict, NumPy scalars -> int/float/bool,
-    NumPy arrays -> lists, tuples kept."""
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(plain(item) for item in value)
+    NumPy arrays -> lists, tuples kept. A container that contains itself is a ValueError."""
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in _active:
+            raise ValueError("constructor arguments that contain themselves")
+        inner = _active | {id(value)}
+        if isinstance(value, dict):
+            return {key: plain(item, inner) for key, item in value.items()}
+        items = [plain(item, inner) for item in value]
+        return items if isinstance(value, list) else tuple(items)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

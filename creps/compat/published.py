@@ -56,9 +56,13 @@ class PublishedNetworks:
     notes: list[str] = field(default_factory=list)  # what was read but not used
 
 
-def flat_state(record: Recorded, prefix: str = "") -> dict[str, torch.Tensor]:
+def flat_state(record: Recorded, prefix: str = "", _active: frozenset = frozenset()) -> dict[str, torch.Tensor]:
     """The state dict of a recorded module tree: parameters and persistent buffers by dotted
-    name (None buffers and non-persistent ones are not part of a state dict)."""
+    name (None buffers and non-persistent ones are not part of a state dict). A module that
+    contains itself is a ValueError."""
+    if id(record) in _active:
+        raise ValueError(f"the module {prefix.rstrip('.') or 'at the top'} contains itself")
+    _active = _active | {id(record)}
     state = record.state
     skipped = set(state.get("_non_persistent_buffers_set") or ())
     out: dict[str, torch.Tensor] = {}
@@ -74,7 +78,7 @@ def flat_state(record: Recorded, prefix: str = "") -> dict[str, torch.Tensor]:
             continue
         if not isinstance(child, Recorded):
             raise ValueError(f"{prefix}{name} is a {type(child).__name__}, not a module")
-        out.update(flat_state(child, f"{prefix}{name}."))
+        out.update(flat_state(child, f"{prefix}{name}.", _active))
     return out
 
 

@@ -165,6 +165,9 @@ def check_transfer(cfg: TrainConfig, snap: Snapshot) -> list[str]:
     if have.G.arch != want.G.arch:
         raise UserError(f"--resume: the network is {have.G.arch} ({source_desc}) but --cfg={want.G.arch}; "
                         f"pass --cfg={have.G.arch} to fine-tune it")
+    if (have.G.z_dim, have.G.w_dim) != (want.G.z_dim, want.G.w_dim):
+        raise UserError(f"--resume: the network has z_dim {have.G.z_dim} and w_dim {have.G.w_dim} ({source_desc}); "
+                        f"train.py builds {want.G.z_dim} and {want.G.w_dim}, so it cannot fine-tune this network")
     if (have.G.c_dim, have.G.img_channels) != (want.G.c_dim, want.G.img_channels):
         raise UserError(f"--resume: the network takes {have.G.c_dim} classes and makes {have.G.img_channels}-channel "
                         f"images, the data has {want.G.c_dim} classes and {want.G.img_channels} channels "
