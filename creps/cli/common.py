@@ -33,6 +33,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '768x512' (width x height) -> (512, 768) as (rows, cols)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 2:
+        raise argparse.ArgumentTypeError(f"expected N or WxH with sides >= 2, got {text!r}")
+    return values[1], values[0]  # (rows, cols)
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """'a,b,c' -> ('a', 'b', 'c'); 'none' or '' -> ()."""
     if text is None or text.strip().lower() in ("", "none"):

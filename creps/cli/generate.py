@@ -7,21 +7,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import Parser, positive_float, run_cli
+from creps.cli.common import Parser, parse_size, positive_float, run_cli
 from creps.errors import UserError
-
-
-def _size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 2:
-        raise argparse.ArgumentTypeError(f"expected N or WxH with sides >= 2, got {text!r}")
-    return values[1], values[0]  # (rows, cols)
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -45,7 +32,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise mode")
     p.add_argument("--outdir", required=True, metavar="DIR", help="where to save the output images")
     p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
-    p.add_argument("--size", type=_size, metavar="N|WxH", help="explicit output size for CREPS networks")
+    p.add_argument("--size", type=parse_size, metavar="N|WxH", help="explicit output size for CREPS networks")
     p.add_argument("--translate", type=_pair, metavar="X,Y", help="translate StyleGAN3 output (image units)")
     p.add_argument("--rotate", type=float, metavar="DEG", help="rotate StyleGAN3 output by DEG degrees")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")

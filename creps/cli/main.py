@@ -30,6 +30,12 @@ def _metrics(argv):
     return calc_metrics(argv, prog="creps metrics")
 
 
+def _video(argv):
+    from creps.cli.video import gen_video
+
+    return gen_video(argv, prog="creps video")
+
+
 def _convert(argv):
     from creps.cli.convert import convert
 
@@ -47,6 +53,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "generate": (_generate, "render images from a snapshot (same flags as gen_images.py)"),
     "dataset": (_dataset, "convert images into a training dataset (same flags as dataset_tool.py)"),
     "metrics": (_metrics, "quality metrics of a snapshot (same flags as calc_metrics.py)"),
+    "video": (_video, "latent-interpolation video from a snapshot (same flags as gen_video.py)"),
     "convert": (_convert, "write a published network pickle (.pkl) as a creps snapshot"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
 }

@@ -16,11 +16,10 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from creps.cli.common import Parser, positive_float, run_cli
-from creps.cli.generate import _size as parse_size
+from creps.cli.common import Parser, parse_size, positive_float, run_cli
 from creps.errors import UserError
 
-MP4_HINT = "pip install imageio imageio-ffmpeg, or use --output=NAME.gif, NAME.webp or a folder NAME/"
+MP4_HINT = "pip install imageio-ffmpeg (or creps[video]), or use --output=NAME.gif, NAME.webp or a folder NAME/"
 FORMATS = (".mp4", ".gif", ".webp")
 MP4_BITRATE = "12M"  # as the published gen_video.py
 PILLOW_MEMORY_NOTE_BYTES = 1 << 30
