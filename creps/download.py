@@ -47,6 +47,16 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(path: Union[str, Path], want: Optional[str], origin: str, url: str) -> str:
+    """SHA-256 of `path`, which must start with `want` (a full digest or its leading hex digits,
+    None: anything); a mismatch is a UserError that says to fetch `url` again."""
+    digest = sha256_of(path)
+    if want is not None and not digest.startswith(want):
+        raise UserError(f"{origin}: SHA-256 {digest[:16]}... does not match the expected {want[:16]}... "
+                        f"(damaged or wrong file); delete it and download {url} again")
+    return digest
+
+
 def download_file(url: str, dest: Path, timeout: float = 60.0) -> None:
     """Fetch `url` into `dest` (a temporary path), with a progress bar. Raises OSError (URLError)
     when offline."""

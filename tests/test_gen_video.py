@@ -316,4 +316,4 @@ def test_mp4_when_imageio_ffmpeg_is_installed(tmp_path, snapshot):
 def test_gen_video_shim_runs(tmp_path, snapshot):
     proc = subprocess.run([sys.executable, str(REPO / "gen_video.py"), f"--network={snapshot}", "--seeds=0-x",
                            f"--output={tmp_path / 'a.gif'}"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: --seeds") and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: argument --seeds: cannot read seed") and "Traceback" not in proc.stderr

@@ -47,6 +47,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return values[1], values[0]  # (rows, cols)
 
 
+def seed_list(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7] (the --seeds flag)."""
+    from creps.generate import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def check_scale_or_size(scale, size) -> None:
+    """--scale and --size pick the output size of a CREPS render: one of them at most."""
+    if scale is not None and size is not None:
+        raise UserError("--scale and --size: give one of them, not both")
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """'a,b,c' -> ('a', 'b', 'c'); 'none' or '' -> ()."""
     if text is None or text.strip().lower() in ("", "none"):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import Parser, parse_size, positive_float, run_cli
+from creps.cli.common import Parser, check_scale_or_size, parse_size, positive_float, run_cli, seed_list
 from creps.errors import UserError
 
 
@@ -26,7 +26,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
                       "--seeds=0-3,7 --trunc=0.7 --scale=2 --outdir=out")
     p.add_argument("--network", required=True, metavar="PATH|URL",
                    help="network snapshot (.safetensors) or published network pickle (.pkl)")
-    p.add_argument("--seeds", required=True, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
+    p.add_argument("--seeds", type=seed_list, required=True, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
     p.add_argument("--trunc", type=float, default=1.0, metavar="FLOAT", help="truncation psi (default: 1)")
     p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise mode")
@@ -44,15 +44,11 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         import torch
 
         from creps.checkpoint import load_snapshot
-        from creps.generate import one_hot, parse_seeds, render, supports_any_scale, to_uint8, write_png, z_from_seed
+        from creps.generate import one_hot, render, supports_any_scale, to_uint8, write_png, z_from_seed
 
         args = build_parser(prog).parse_args(argv)
-        try:
-            seeds = parse_seeds(args.seeds)
-        except ValueError as err:
-            raise UserError(f"--seeds: {err}") from None
-        if args.scale is not None and args.size is not None:
-            raise UserError("--scale and --size: give one of them, not both")
+        seeds = args.seeds
+        check_scale_or_size(args.scale, args.size)
         outdir = Path(os.path.expanduser(args.outdir))
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"--outdir={args.outdir}: exists and is not a directory; pick another --outdir")

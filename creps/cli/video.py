@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from creps.cli.common import Parser, parse_size, positive_float, run_cli
+from creps.cli.common import Parser, check_scale_or_size, parse_size, positive_float, run_cli, seed_list
 from creps.errors import UserError
 
 MP4_HINT = "pip install imageio-ffmpeg (or creps[video]), or use --output=NAME.gif, NAME.webp or a folder NAME/"
@@ -50,7 +50,7 @@ def build_parser(prog: str = "gen_video.py") -> argparse.ArgumentParser:
                       "--network=run/network-snapshot-000100.safetensors [--scale=2]")
     p.add_argument("--network", required=True, metavar="PATH|URL",
                    help="network snapshot (.safetensors) or published network pickle (.pkl)")
-    p.add_argument("--seeds", required=True, metavar="LIST", help="list of random seeds, e.g. 0-31")
+    p.add_argument("--seeds", type=seed_list, required=True, metavar="LIST", help="list of random seeds, e.g. 0-31")
     p.add_argument("--shuffle-seed", type=int, metavar="INT", help="random seed for shuffling the seed order")
     p.add_argument("--grid", type=_grid, default=(1, 1), metavar="WxH", help="grid width x height (default: 1x1)")
     p.add_argument("--num-keyframes", type=_at_least_one, metavar="INT",
@@ -185,20 +185,16 @@ def gen_video(argv: Optional[Sequence[str]] = None, prog: str = "gen_video.py") 
         import torch
 
         from creps.checkpoint import load_snapshot
-        from creps.generate import one_hot, parse_seeds, supports_any_scale
+        from creps.generate import one_hot, supports_any_scale
         from creps.video import arrange_seeds, grid_frames, keyframe_count, keyframe_ws
 
         args = build_parser(prog).parse_args(argv)
-        try:
-            seeds = parse_seeds(args.seeds)
-        except ValueError as err:
-            raise UserError(f"--seeds: {err}") from None
+        seeds = args.seeds
         try:
             num_keyframes = keyframe_count(len(seeds), args.grid, args.num_keyframes)
         except ValueError as err:
             raise UserError(f"--seeds: {err} with --num-keyframes") from None
-        if args.scale is not None and args.size is not None:
-            raise UserError("--scale and --size: give one of them, not both")
+        check_scale_or_size(args.scale, args.size)
         kind = output_kind(args.output)
         if kind == ".mp4":
             mp4_writer_module()

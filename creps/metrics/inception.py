@@ -23,7 +23,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from creps.download import cache_root, fetch_cached, is_url, local_path, sha256_of, url_filename
+from creps.download import cache_root, fetch_cached, is_url, local_path, sha256_of, url_filename, verify_sha256
 from creps.errors import UserError
 
 __all__ = ["InceptionV3", "cache_root", "from_state_dict", "is_url", "load_detector", "sha256_of"]
@@ -343,12 +343,7 @@ def expected_hash(filename: str, downloaded: bool) -> Optional[str]:
 
 def check_hash(path: Path, filename: str, origin: str, downloaded: bool = False) -> str:
     """SHA-256 of `path`, checked against what `filename` promises; a mismatch is a UserError."""
-    digest = sha256_of(path)
-    want = expected_hash(filename, downloaded)
-    if want is not None and not digest.startswith(want):
-        raise UserError(f"{origin}: SHA-256 {digest[:16]}... does not match the expected {want[:16]}... "
-                        f"(damaged or wrong file); delete it and download {PUBLISHED_URL} again")
-    return digest
+    return verify_sha256(path, expected_hash(filename, downloaded), origin, PUBLISHED_URL)
 
 
 def fetch(url: str) -> Path:

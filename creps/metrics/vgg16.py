@@ -31,7 +31,7 @@ from typing import Optional, Union
 
 import torch
 
-from creps.download import fetch_cached, is_url, local_path, sha256_of, url_filename
+from creps.download import fetch_cached, is_url, local_path, url_filename, verify_sha256
 from creps.errors import UserError
 from creps.metrics import inception
 from creps.metrics.inception import resize_like_tf1, scaled
@@ -266,12 +266,7 @@ def expected_sha256(filename: str, downloaded: bool) -> Optional[str]:
 
 def check_sha256(path: Path, filename: str, origin: str, url: str, downloaded: bool) -> str:
     """SHA-256 of `path`, checked against what its name promises; a mismatch is a UserError."""
-    digest = sha256_of(path)
-    want = expected_sha256(filename, downloaded)
-    if want is not None and not digest.startswith(want):
-        raise UserError(f"{origin}: SHA-256 {digest[:16]}... does not match the expected {want[:16]}... "
-                        f"(damaged or wrong file); delete it and download {url} again")
-    return digest
+    return verify_sha256(path, expected_sha256(filename, downloaded), origin, url)
 
 
 def locate(source: str, what: str, env: str, url: str) -> tuple[Path, str, bool]:
