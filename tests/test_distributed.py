@@ -16,7 +16,7 @@ import torch
 from conftest import REPO
 from creps.config import DatasetInfo, TrainOptions, resolve
 from creps.data.synthetic import make_synthetic_dataset
-from creps.train import distributed
+from creps import parallel as distributed
 from creps.train.rundir import RunLog, create_run_dir
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,12 @@ def test_gpus_flag_spawns_cpu_ranks(data, tmp_path):
     from creps.cli.train import train
 
     outdir = tmp_path / "runs"
-    assert train([f"--outdir={outdir}", f"--data={data}", "--gpus=2", *FLAGS]) == 0
+    flags = [f if f != "--metrics=none" else "--metrics=eqs4" for f in FLAGS]
+    assert train([f"--outdir={outdir}", f"--data={data}", "--gpus=2", *flags]) == 0
     (run_dir,) = [p for p in outdir.iterdir() if p.is_dir()]
     log = (run_dir / "log.txt").read_text()
     assert "Data-parallel: 2 processes" in log and log.count("Exiting...") == 1
+    # Both ranks computed the metric of each snapshot; rank 0 alone wrote its line.
+    lines = [json.loads(x) for x in (run_dir / "metric-eqs4.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and {line["num_gpus"] for line in lines} == {2}
+    assert all(line["results"]["eqs4"] > 0 for line in lines)

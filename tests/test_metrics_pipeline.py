@@ -306,7 +306,7 @@ def test_calc_metrics_with_data_outside_a_run_dir(world, tmp_path):
     (["--metrics=fid50q"], "unknown metric 'fid50q'"),
     (["--metrics=eqt8_int"], "StyleGAN3"),
     (["--metrics=eqt8"], "needs _int or _frac"),
-    (["--gpus=2"], "--gpus=2"),
+    (["--gpus=0"], "--gpus must be at least 1"),
     (["--data={root}/nowhere.zip"], "no such file or folder"),
     (["--data={root}/small"], "images are 8x8"),
 ])

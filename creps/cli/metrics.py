@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
+from creps.parallel import SINGLE, World, barrier, device_for, env_world, init, launched_by_torchrun, shutdown, spawn
 
 EXAMPLES = """examples:
   # a training run: dataset options looked up, results appended to metric-<name>.jsonl
@@ -63,6 +65,87 @@ def find_run_dir(network: Path) -> Optional[Path]:
     return parent if (parent / "training_options.json").is_file() else None
 
 
+@dataclass(frozen=True)
+class Job:
+    """What every process of a metrics run computes (plain values: it crosses processes)."""
+
+    metrics: tuple[str, ...]
+    network: str  # local path of the snapshot or pickle
+    shown_network: str  # as the user gave it
+    data_path: str
+    mirror: bool
+    scale: Optional[float]
+    device: Optional[str]
+    detector: Optional[str]
+    vgg16: Optional[str]
+    lpips: Optional[str]
+    workers: int
+    verbose: bool
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Check everything and fetch every file (network, detectors) once, before any work."""
+    from creps.checkpoint import load_snapshot
+    from creps.compat.published import published_file
+    from creps.generate import supports_any_scale
+    from creps.metrics.detectors import Detectors
+    from creps.metrics.registry import metric_families
+
+    network = published_file(args.network)  # a URL is downloaded into the cache first
+    snap = load_snapshot(network, device="cpu", networks=("G_ema",))
+    if args.scale not in (None, 1.0) and not supports_any_scale(snap.G_ema):
+        raise UserError(f"--scale: {snap.config.cfg} networks render at their native resolution only")
+    if args.data is not None:
+        data_path, mirror = os.path.expanduser(args.data), False
+    else:
+        data_path, mirror = os.path.expanduser(snap.config.data.path), snap.config.data.xflip
+        if not os.path.exists(data_path):
+            raise UserError(f"the snapshot's training dataset {data_path} is not there; "
+                            "please specify --data=ZIP|DIR")
+    if args.mirror is not None:
+        mirror = args.mirror
+    Detectors("cpu", inception=args.detector, vgg16=args.vgg16, lpips=args.lpips).require(
+        metric_families(args.metrics))
+    return Job(metrics=tuple(args.metrics), network=str(network), shown_network=args.network, data_path=data_path,
+               mirror=mirror, scale=args.scale, device=args.device, detector=args.detector, vgg16=args.vgg16,
+               lpips=args.lpips, workers=args.workers, verbose=args.verbose)
+
+
+def run_job(world: World, job: Job) -> None:
+    """Every process: load the network and detectors on its device, compute its share of each
+    metric; rank 0 prints each result (and appends it to the run directory's jsonl)."""
+    import torch
+
+    from creps.checkpoint import load_snapshot
+    from creps.metrics.detectors import Detectors
+    from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_families, metric_jsonl_line
+
+    say = print if job.verbose and world.is_main else (lambda *a, **k: None)
+    device = torch.device(job.device) if job.device else device_for(world)
+    if device.type == "cpu" and job.device is None:
+        say("No CUDA device: computing on the CPU (slow).")
+    say(f'Loading network from "{job.shown_network}"...')
+    G = load_snapshot(job.network, device=device, networks=("G_ema",)).G_ema
+    say("Dataset options:")
+    say(json.dumps({"path": job.data_path, "xflip": job.mirror, "use_labels": G.c_dim != 0,
+                    "resolution": G.img_resolution}, indent=2))
+    detectors = Detectors(device, inception=job.detector, vgg16=job.vgg16, lpips=job.lpips).require(
+        metric_families(job.metrics))
+    run_dir = find_run_dir(Path(job.network))
+    for name in job.metrics:
+        say(f"Calculating {name}...")
+        result = compute_metric(name, G, job.data_path, mirror=job.mirror, use_labels=G.c_dim != 0, device=device,
+                                detector=detectors, scale=job.scale, progress=job.verbose and world.is_main,
+                                workers=job.workers, world=world)
+        if world.is_main:
+            if run_dir is not None:
+                print(append_metric_jsonl(run_dir, result, job.network), flush=True)
+            else:
+                print(metric_jsonl_line(result, job.shown_network), flush=True)
+        say()
+    say("Exiting...")
+
+
 def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
     def body() -> int:
         args = build_parser(prog).parse_args(argv)
@@ -71,60 +154,30 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
         check_metrics(args.metrics)
         if args.gpus < 1:
             raise UserError("--gpus must be at least 1")
-        if args.gpus > 1:
-            raise UserError(f"--gpus={args.gpus}: multi-GPU metrics are not implemented yet; use --gpus=1")
         if args.workers < 0:
             raise UserError("--workers must be at least 0")
         if not args.metrics:
             return 0
+        world = env_world() if launched_by_torchrun() else SINGLE
+        if world.enabled:  # under torchrun: every process prepares (rank 0 first: it fetches), then computes
+            if args.gpus != world.size:
+                raise UserError(f"--gpus={args.gpus}, but torchrun started {world.size} processes; "
+                                f"pass --gpus={world.size}")
+            init(world)
+            try:
+                job = prepare(args) if world.is_main else None
+                barrier(world)
+                run_job(world, job or prepare(args))
+            finally:
+                shutdown()
+        elif args.gpus > 1:
+            import tempfile
 
-        import torch
-
-        from creps.checkpoint import load_snapshot
-        from creps.compat.published import published_file
-        from creps.generate import supports_any_scale
-        from creps.metrics.detectors import Detectors
-        from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_families, metric_jsonl_line
-
-        say = print if args.verbose else (lambda *a, **k: None)
-        network = published_file(args.network)  # a URL is downloaded into the cache first
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cpu" and args.device is None:
-            say("No CUDA device: computing on the CPU (slow).")
-        say(f'Loading network from "{args.network}"...')
-        snap = load_snapshot(network, device=device, networks=("G_ema",))
-        G = snap.G_ema
-        if args.scale not in (None, 1.0) and not supports_any_scale(G):
-            raise UserError(f"--scale: {snap.config.cfg} networks render at their native resolution only")
-
-        if args.data is not None:
-            data_path, mirror = os.path.expanduser(args.data), False
+            job = prepare(args)
+            with tempfile.TemporaryDirectory() as tmp:
+                spawn(run_job, args.gpus, tmp, args=(job,), what="metrics")
         else:
-            data_path, mirror = os.path.expanduser(snap.config.data.path), snap.config.data.xflip
-            if not os.path.exists(data_path):
-                raise UserError(f"the snapshot's training dataset {data_path} is not there; "
-                                "please specify --data=ZIP|DIR")
-        if args.mirror is not None:
-            mirror = args.mirror
-        use_labels = G.c_dim != 0
-        say("Dataset options:")
-        say(json.dumps({"path": data_path, "xflip": mirror, "use_labels": use_labels,
-                        "resolution": G.img_resolution}, indent=2))
-        run_dir = find_run_dir(network)
-
-        detector = Detectors(device, inception=args.detector, vgg16=args.vgg16,
-                             lpips=args.lpips).require(metric_families(args.metrics))
-        for name in args.metrics:
-            say(f"Calculating {name}...")
-            result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
-                                    detector=detector, scale=args.scale, progress=args.verbose,
-                                    workers=args.workers)
-            if run_dir is not None:
-                print(append_metric_jsonl(run_dir, result, network))
-            else:
-                print(metric_jsonl_line(result, args.network))
-            say()
-        say("Exiting...")
+            run_job(SINGLE, prepare(args))
         return 0
 
     return run_cli(body)

@@ -12,7 +12,7 @@ from creps.cli.common import Parser, parse_bool, parse_list, run_cli
 from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, resolve
 from creps.errors import UserError
 from creps.metrics import Detectors, metric_families, not_implemented_reason
-from creps.train.distributed import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
+from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
                                      shutdown, spawn)
 from creps.train.resume import ResumePlan, check_transfer, continued_config, plan_resume
 
@@ -257,17 +257,12 @@ def launch_spawn(cfg, plan: ResumePlan) -> int:
     """--gpus=N without torchrun: N local processes (NCCL on GPUs, gloo on CPUs)."""
     import tempfile
 
-    import torch.multiprocessing as mp
-
     run_dir, log = open_run_dir(cfg, plan)
     log.close()
     state = str(plan.state.path) if plan.state is not None else None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            spawn(_spawned_rank, cfg.num_gpus, tmp, args=(cfg.to_json(), str(run_dir), state, plan.snapshot is not None))
-    except mp.ProcessRaisedException as err:
-        last = str(err).strip().splitlines()[-1]
-        raise UserError(f"a training process failed: {last.split('Error: ', 1)[-1]}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        spawn(_spawned_rank, cfg.num_gpus, tmp, args=(cfg.to_json(), str(run_dir), state, plan.snapshot is not None),
+              what="training")
     return 0
 
 

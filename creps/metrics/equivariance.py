@@ -48,6 +48,7 @@ from creps.metrics.features import Evaluation, generator_batch_size, latents
 from creps.metrics.spec import MetricSpec, parse_name
 from creps.nets.creps import line_coords
 from creps.nets.stylegan3 import make_transform, set_user_transform
+from creps.parallel import World, all_sum, owns
 from creps.ops.filters import kaiser_attenuation, kaiser_beta
 from creps.ops.upfirdn2d import filter2d, upsample2d
 
@@ -87,6 +88,12 @@ class MaskedErrorSum:
         weight = mask.to(torch.float64).expand_as(diff)
         self.squared_error += float((diff.square() * weight).sum())
         self.pixels += float(weight.sum())
+
+    def combine(self, world: World) -> None:
+        """The sums over every rank, on every rank."""
+        if world.enabled:
+            total = all_sum(torch.tensor([self.squared_error, self.pixels], dtype=torch.float64), world)
+            self.squared_error, self.pixels = float(total[0]), float(total[1])
 
     def psnr(self) -> float:
         if self.pixels <= 0:
@@ -443,10 +450,12 @@ def evaluation_mode(G: torch.nn.Module) -> Iterator[None]:
         G.train(was_training)
 
 
-def transform_generator(seed: int) -> torch.Generator:
-    """CPU generator of the random transforms: its own stream, derived from the metric seed
-    (the latents use torch.Generator().manual_seed(seed) itself)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE9]).generate_state(1)[0]))
+def transform_generator(seed: int, batch_index: int) -> torch.Generator:
+    """CPU generator of the random transforms of one batch: its own stream, derived from the
+    metric seed and the batch (the latents use torch.Generator().manual_seed(seed) itself), so
+    any number of processes draws the same transforms."""
+    state = np.random.SeedSequence([seed, 0xE9, batch_index]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
@@ -457,15 +466,17 @@ def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
     G, count = ev.G, spec.num_gen
     check_network(G, spec.name, parsed.test)
     batch = generator_batch_size(G, ev.batch_size, 2 if parsed.test == "eqs" else None)
-    rng = transform_generator(ev.seed)
     errors = MaskedErrorSum()
     bar = tqdm(total=count, desc=spec.name, unit="img", disable=not ev.progress, dynamic_ncols=True, leave=False)
     with bar, evaluation_mode(G):
-        for z, c in latents(G, count, batch, ev.seed, ev.labels()):
+        for index, (z, c) in enumerate(latents(G, count, batch, ev.seed, ev.labels())):
+            if not owns(index, ev.world):
+                continue
             ws = G.mapping(z.to(ev.device), None if c is None else c.to(ev.device))
             if parsed.test == "eqs":
                 compare_scales(G, ws, errors)
             else:
-                compare_transformed(G, ws, parsed.test, rng, errors)
-            bar.update(ws.shape[0])
+                compare_transformed(G, ws, parsed.test, transform_generator(ev.seed, index), errors)
+            bar.update(ws.shape[0] * ev.world.size)
+    errors.combine(ev.world)
     return {spec.name: errors.psnr()}

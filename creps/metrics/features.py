@@ -29,6 +29,7 @@ from creps.data.dataset import ImageDataset, open_dataset
 from creps.errors import UserError
 from creps.generate import render
 from creps.metrics.inception import cache_root
+from creps.parallel import SINGLE, World, all_sum, broadcast_object, gather_objects, owns
 
 POOL = "pool"  # 2048-d pool features: FID, KID, precision/recall
 LOGITS_UNBIASED = "logits_unbiased"  # 1008 logits without bias: Inception Score
@@ -49,20 +50,23 @@ class Features:
 
 
 class FeatureAccumulator:
-    """Sums of x and x x^T in float64 (on the features' device), and optionally the rows."""
+    """Sums of x and x x^T in float64 (on the features' device), and optionally the rows, each
+    batch of rows under the index of its first item (so rows of many ranks go back in order)."""
 
     def __init__(self, limit: Optional[int], keep_all: bool):
         self.limit, self.keep_all = limit, keep_all
         self.count = 0
         self.total: Optional[torch.Tensor] = None
         self.gram: Optional[torch.Tensor] = None
-        self.rows: list[np.ndarray] = []
+        self.rows: list[tuple[int, np.ndarray]] = []
 
     @property
     def full(self) -> bool:
         return self.limit is not None and self.count >= self.limit
 
-    def add(self, batch: torch.Tensor) -> None:
+    def add(self, batch: torch.Tensor, first_index: Optional[int] = None) -> None:
+        """Add a batch of feature rows; `first_index`: the item index of its first row (default:
+        the rows follow the ones added before)."""
         if self.limit is not None:
             batch = batch[: max(self.limit - self.count, 0)]
         if batch.shape[0] == 0:
@@ -74,15 +78,32 @@ class FeatureAccumulator:
         self.total += x.sum(dim=0)
         self.gram += x.t() @ x
         if self.keep_all:
-            self.rows.append(batch.detach().to(torch.float32).cpu().numpy())
+            index = self.count if first_index is None else first_index
+            self.rows.append((index, batch.detach().to(torch.float32).cpu().numpy()))
         self.count += x.shape[0]
+
+    def combine(self, world: World, device: torch.device) -> None:
+        """Sums and rows of every rank, on every rank (a rank that had no batch adds nothing)."""
+        if not world.enabled:
+            return
+        dims = [d for d in gather_objects(None if self.total is None else self.total.shape[0], world) if d is not None]
+        if not dims:
+            return
+        if self.total is None or self.gram is None:
+            self.total = torch.zeros(dims[0], dtype=torch.float64, device=device)
+            self.gram = torch.zeros(dims[0], dims[0], dtype=torch.float64, device=device)
+        self.total = all_sum(self.total, world)
+        self.gram = all_sum(self.gram, world)
+        self.count = int(all_sum(torch.tensor([self.count], dtype=torch.float64), world).item())
+        if self.keep_all:
+            self.rows = [row for rows in gather_objects(self.rows, world) for row in rows]
 
     def result(self) -> Features:
         if self.count == 0 or self.total is None or self.gram is None:
             raise ValueError("no features were computed")
         mean = (self.total / self.count).cpu().numpy()
         cov = (self.gram / self.count).cpu().numpy() - np.outer(mean, mean)
-        values = np.concatenate(self.rows) if self.keep_all else None
+        values = np.concatenate([rows for _, rows in sorted(self.rows, key=lambda r: r[0])]) if self.keep_all else None
         return Features(count=self.count, mean=mean, cov=cov, values=values)
 
 
@@ -173,33 +194,47 @@ def load_features(path: Path, key: str, keep_all: bool) -> Optional[Features]:
         return None
 
 
+def cached_features(cache_dir: Path, dataset: ImageDataset, detector: torch.nn.Module, kind: str, keep_all: bool,
+                    max_items: Optional[int]) -> Optional[Features]:
+    """The cached features, if any. An entry that kept every row also holds the mean and
+    covariance: FID can reuse KID's."""
+    for stored_all in (keep_all, True):
+        key = cache_key(dataset, detector, kind, stored_all, max_items)
+        cached = load_features(cache_path(cache_dir, dataset, detector, key), key, stored_all)
+        if cached is not None:
+            return cached if keep_all else Features(cached.count, cached.mean, cached.cov)
+    return None
+
+
 def dataset_features(dataset: ImageDataset, detector: torch.nn.Module, kind: str, *, keep_all: bool,
                      max_items: Optional[int], device: torch.device, batch_size: int = 64, workers: int = 0,
-                     cache_dir: Optional[Path] = None, progress: bool = True) -> Features:
+                     cache_dir: Optional[Path] = None, progress: bool = True, world: World = SINGLE) -> Features:
     """Features of the first `max_items` items of `dataset` (all when None); cached in
-    `cache_dir` when given."""
-    key = path = None
+    `cache_dir` when given. Under many processes each rank embeds its turn of the batches and
+    every rank gets the whole result; rank 0 writes the cache."""
     if cache_dir is not None:
-        # An entry that kept every row also holds the mean and covariance: FID can reuse KID's.
-        for stored_all in (keep_all, True):
-            key = cache_key(dataset, detector, kind, stored_all, max_items)
-            path = cache_path(Path(cache_dir), dataset, detector, key)
-            cached = load_features(path, key, stored_all)
+        hit = broadcast_object(
+            cached_features(Path(cache_dir), dataset, detector, kind, keep_all, max_items) is not None
+            if world.is_main else None, world)
+        if hit:
+            cached = cached_features(Path(cache_dir), dataset, detector, kind, keep_all, max_items)
             if cached is not None:
-                return cached if keep_all else Features(cached.count, cached.mean, cached.cov)
-        key = cache_key(dataset, detector, kind, keep_all, max_items)
-        path = cache_path(Path(cache_dir), dataset, detector, key)
+                return cached
     count = len(dataset) if max_items is None else min(len(dataset), max_items)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=range(count), num_workers=workers,
+    batches = [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+    mine = [batch for index, batch in enumerate(batches) if owns(index, world)]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=mine, num_workers=workers,
                                          pin_memory=device.type == "cuda")
-    acc = FeatureAccumulator(limit=count, keep_all=keep_all)
+    acc = FeatureAccumulator(limit=None, keep_all=keep_all)
     with _progress(count, "dataset features", progress) as bar:
-        for images, _labels in loader:
-            acc.add(detect(detector, images.to(device), kind))
-            bar.update(images.shape[0])
+        for batch, (images, _labels) in zip(mine, loader):
+            acc.add(detect(detector, images.to(device), kind), first_index=batch.start)
+            bar.update(images.shape[0] * world.size)
+    acc.combine(world, device)
     features = acc.result()
-    if path is not None and key is not None:
-        save_features(path, features, key)
+    if cache_dir is not None and world.is_main:
+        key = cache_key(dataset, detector, kind, keep_all, max_items)
+        save_features(cache_path(Path(cache_dir), dataset, detector, key), features, key)
     return features
 
 
@@ -235,29 +270,38 @@ def generator_batch_size(G: torch.nn.Module, batch_size: int, scale: Optional[fl
 
 def generator_features(G: torch.nn.Module, detector: torch.nn.Module, kind: str, *, count: int, keep_all: bool,
                        device: torch.device, labels: Optional[np.ndarray] = None, scale: Optional[float] = None,
-                       batch_size: int = 64, seed: int = 0, progress: bool = True) -> Features:
-    """Features of `count` images of G (truncation 1, random noise), rendered on `device`."""
+                       batch_size: int = 64, seed: int = 0, progress: bool = True, world: World = SINGLE) -> Features:
+    """Features of `count` images of G (truncation 1, random noise), rendered on `device`. The
+    latents are the same for any number of processes; each rank renders its turn of the
+    generator batches and every rank gets the whole result."""
     if G.c_dim and labels is None:
         raise ValueError("a conditional generator needs dataset labels to sample from")
-    acc = FeatureAccumulator(limit=count, keep_all=keep_all)
+    acc = FeatureAccumulator(limit=None, keep_all=keep_all)
     was_training = G.training
     G.eval()
-    pending: list[torch.Tensor] = []
+    pending: list[tuple[int, torch.Tensor]] = []  # (index of the first image, uint8 images)
+
+    def embed() -> None:
+        features = detect(detector, torch.cat([images for _, images in pending]).to(device), kind)
+        for (first, images), rows in zip(pending, features.split([images.shape[0] for _, images in pending])):
+            acc.add(rows, first_index=first)
+        bar.update(features.shape[0] * world.size)
+        pending.clear()
+
     try:
         with _progress(count, "generator features", progress) as bar:
-            for z, c in latents(G, count, generator_batch_size(G, batch_size, scale), seed, labels):
-                pending.append(to_uint8(render(G, z, c, noise_mode="random", scale=scale)))
-                if sum(p.shape[0] for p in pending) >= batch_size:
-                    images = torch.cat(pending)
-                    pending = []
-                    acc.add(detect(detector, images.to(device), kind))
-                    bar.update(images.shape[0])
+            step = generator_batch_size(G, batch_size, scale)
+            for index, (z, c) in enumerate(latents(G, count, step, seed, labels)):
+                if not owns(index, world):
+                    continue
+                pending.append((index * step, to_uint8(render(G, z, c, noise_mode="random", scale=scale))))
+                if sum(images.shape[0] for _, images in pending) >= batch_size:
+                    embed()
             if pending:
-                images = torch.cat(pending)
-                acc.add(detect(detector, images.to(device), kind))
-                bar.update(images.shape[0])
+                embed()
     finally:
         G.train(was_training)
+    acc.combine(world, device)
     return acc.result()
 
 
@@ -280,6 +324,7 @@ class Evaluation:
     batch_size: int = 64
     workers: int = 0
     seed: int = 0
+    world: World = SINGLE  # the processes that share the work (each gets the whole result)
     _labels: Optional[np.ndarray] = field(default=None, repr=False)
 
     def open_reals(self, xflip: bool) -> ImageDataset:
@@ -309,12 +354,12 @@ class Evaluation:
         with self.open_reals(xflip=self.mirror and not full) as dataset:
             return dataset_features(dataset, self.detector, kind, keep_all=keep_all, max_items=max_items,
                                     device=self.device, batch_size=self.batch_size, workers=self.workers,
-                                    cache_dir=self.cache_dir, progress=self.progress)
+                                    cache_dir=self.cache_dir, progress=self.progress, world=self.world)
 
     def fake_features(self, kind: str, *, keep_all: bool, count: int) -> Features:
         return generator_features(self.G, self.detector, kind, count=count, keep_all=keep_all, device=self.device,
                                   labels=self.labels(), scale=self.scale, batch_size=self.batch_size,
-                                  seed=self.seed, progress=self.progress)
+                                  seed=self.seed, progress=self.progress, world=self.world)
 
 
 def default_cache_dir() -> Path:

@@ -30,6 +30,7 @@ from creps.generate import supports_any_scale
 from creps.metrics.features import Evaluation, full_precision, generator_batch_size
 from creps.metrics.spec import MetricSpec
 from creps.metrics.vgg16 import VGG16, load_vgg16, lpips_from_packed
+from creps.parallel import SINGLE, World, gather_objects, owns
 
 EPSILON = 1e-4
 LPIPS_RESOLUTION = 256  # images larger than this are box-filtered down to it
@@ -170,11 +171,14 @@ def lpips_input(img: torch.Tensor, crop: bool) -> torch.Tensor:
 @torch.no_grad()
 def sample_path_lengths(G: torch.nn.Module, vgg: torch.nn.Module, count: int, settings: PPLSettings = PPLSettings(),
                         *, device: torch.device, labels: Optional[np.ndarray] = None, batch_size: int = 64,
-                        seed: int = 0, scale: Optional[float] = None, progress: bool = True) -> np.ndarray:
+                        seed: int = 0, scale: Optional[float] = None, progress: bool = True,
+                        world: World = SINGLE) -> np.ndarray:
     """`count` path-length samples of G (float32 [count]). Latents, positions and noise maps are
     drawn from torch.Generator().manual_seed(seed) on the CPU (the same on every device);
     labels of random dataset items from np.random.RandomState(seed). `vgg` is our VGG16 or any
-    module called as the published detector: vgg(images_0_255, resize_images=False, return_lpips=True)."""
+    module called as the published detector: vgg(images_0_255, resize_images=False, return_lpips=True).
+    Under many processes each rank measures its turn of the batches (the draws are the same for
+    any number of processes) and every rank gets every sample, in order."""
     if G.c_dim and labels is None:
         raise ValueError("a conditional generator needs dataset labels to sample from")
     synthesis_kwargs = {"noise_mode": "const", "force_fp32": True}
@@ -190,7 +194,7 @@ def sample_path_lengths(G: torch.nn.Module, vgg: torch.nn.Module, count: int, se
         with redrawn_const_noise(G) as redraw, full_precision(), \
                 tqdm(total=count, desc="ppl sampling", unit="img", disable=not progress, dynamic_ncols=True,
                      leave=False) as bar:
-            for start in range(0, count, pairs):
+            for index, start in enumerate(range(0, count, pairs)):
                 n = min(pairs, count - start)
                 t = path_positions(n, settings.sampling, gen)
                 z0, z1 = torch.randn([2 * n, G.z_dim], generator=gen).chunk(2)
@@ -198,13 +202,16 @@ def sample_path_lengths(G: torch.nn.Module, vgg: torch.nn.Module, count: int, se
                 if G.c_dim:
                     c = torch.from_numpy(labels[label_rng.randint(len(labels), size=n)]).float().to(device)
                 redraw(gen)
+                if not owns(index, world):
+                    continue
                 ws = endpoint_ws(G, z0.to(device), z1.to(device), c, t.to(device), settings)
                 img = lpips_input(G.synthesis(ws, **synthesis_kwargs).float(), settings.crop)
-                out.append(path_length(lpips_distances(vgg, img), settings.epsilon).cpu())
-                bar.update(n)
+                out.append((start, path_length(lpips_distances(vgg, img), settings.epsilon).cpu()))
+                bar.update(n * world.size)
     finally:
         G.train(was_training)
-    return torch.cat(out).numpy()
+    everything = sorted((part for parts in gather_objects(out, world) for part in parts), key=lambda part: part[0])
+    return torch.cat([values for _, values in everything]).numpy()
 
 
 def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
@@ -213,5 +220,5 @@ def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
     vgg = ev.detector if isinstance(ev.detector, VGG16) else load_vgg16(device=ev.device)
     values = sample_path_lengths(ev.G, vgg, spec.num_gen, settings_for(spec.name), device=ev.device,
                                  labels=ev.labels(), batch_size=ev.batch_size, seed=ev.seed, scale=ev.scale,
-                                 progress=ev.progress)
+                                 progress=ev.progress, world=ev.world)
     return {spec.name: filtered_mean(values)}

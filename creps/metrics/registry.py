@@ -21,6 +21,7 @@ from creps.metrics import equivariance, fid, inception_score, kid, ppl, precisio
 from creps.metrics.detectors import Detectors
 from creps.metrics.features import Evaluation, default_cache_dir
 from creps.metrics.spec import NOT_IMPLEMENTED, MetricSpec, parse_metric_name
+from creps.parallel import SINGLE, World
 from creps.timefmt import format_time
 
 PUBLISHED_NAMES = (
@@ -78,8 +79,10 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
                    device: Union[str, torch.device], detector: Union[Detector, Detectors] = None,
                    scale: Optional[float] = None,
                    progress: bool = True, cache_dir: Union[str, Path, None] = None, cache: bool = True,
-                   batch_size: int = 64, workers: int = 0, seed: int = 0) -> dict[str, Any]:
+                   batch_size: int = 64, workers: int = 0, seed: int = 0, world: World = SINGLE) -> dict[str, Any]:
     """Compute one metric of generator `G` (used as is: pass G_ema) against `data_path`.
+    Under many processes (`world`) every rank calls this with the same arguments, does its
+    share of the work, and gets the same result.
 
     `detector`: the feature networks (a `Detectors`, reused across calls), or just the Inception
     detector (module, or path/URL for load_detector, or None: $CREPS_DETECTOR, else the published
@@ -102,12 +105,12 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
         G=G, data_path=data_path, mirror=mirror, device=device,
         detector=detectors.for_family(spec.family), scale=scale, progress=progress,
         cache_dir=(Path(cache_dir) if cache_dir is not None else default_cache_dir()) if cache else None,
-        batch_size=batch_size, workers=workers, seed=seed,
+        batch_size=batch_size, workers=workers, seed=seed, world=world,
     )
     results = FAMILIES[spec.family](ev, spec)
     total = time.time() - start
     return {"results": results, "metric": name, "total_time": total, "total_time_str": format_time(total),
-            "num_gpus": 1}
+            "num_gpus": world.size}
 
 
 def metric_jsonl_line(result: dict[str, Any], snapshot_pkl: Union[str, Path, None],
@@ -145,16 +148,19 @@ def append_metric_jsonl(run_dir: Union[str, Path], result: dict[str, Any],
 def evaluate_snapshot(names: Sequence[str], G: torch.nn.Module, data_path: str, *, mirror: bool,
                       use_labels: bool, device: Union[str, torch.device], run_dir: Union[str, Path],
                       snapshot_path: Union[str, Path], detector: Union[Detector, Detectors] = None,
-                      progress: bool = False, log: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+                      progress: bool = False, log: Optional[Callable[[str], None]] = None,
+                      world: World = SINGLE) -> dict[str, float]:
     """What the training loop runs after writing a snapshot: each metric, its jsonl line in the
-    run directory; returns every result value by key (for stats.jsonl / TensorBoard)."""
+    run directory (rank 0 writes); returns every result value by key (for stats.jsonl /
+    TensorBoard). Under many processes every rank calls this and shares the work."""
     values: dict[str, float] = {}
     detectors = detectors_for(detector, torch.device(device)).require(metric_families(names))  # once for all
     for name in names:
         result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
-                                detector=detectors, progress=progress)
-        line = append_metric_jsonl(run_dir, result, snapshot_path)
-        if log is not None:
-            log(line)
+                                detector=detectors, progress=progress and world.is_main, world=world)
+        if world.is_main:
+            line = append_metric_jsonl(run_dir, result, snapshot_path)
+            if log is not None:
+                log(line)
         values.update(result["results"])
     return values

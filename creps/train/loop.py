@@ -22,8 +22,8 @@ from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
 from creps.metrics import Detectors, evaluate_snapshot, metric_families
 from creps.timefmt import format_time
-from creps.train.distributed import SINGLE, World, all_sum, broadcast_module, device_for
-from creps.train.distributed import backend_for_devices as dist_backend
+from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, device_for
+from creps.parallel import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
 from creps.train.resume import copy_matching
@@ -210,22 +210,25 @@ def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world:
 
 
 def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
-             device: torch.device, log: RunLog, detector: Optional[Detectors]) -> None:
-    """Image grid, network snapshot, its metrics and the training state at the current point."""
+             device: torch.device, log: RunLog, detector: Optional[Detectors], world: World = SINGLE) -> None:
+    """Image grid, network snapshot, its metrics and the training state at the current point.
+    Every rank calls this: rank 0 writes, all ranks share the metrics' work."""
     kimg_tag = f"{progress.cur_nimg // 1000:06d}"
     snapshot_path = run_dir / f"network-snapshot-{kimg_tag}.safetensors"
     # Snapshot work must not consume the training random streams (exact resume).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
-        save_snapshot(snapshot_path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
-                      meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
+        if world.is_main:
+            write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
+            save_snapshot(snapshot_path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
+                          meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
         if cfg.metrics:
             values = evaluate_snapshot(cfg.metrics, nets.G_ema, cfg.data.path, mirror=cfg.data.xflip,
                                        use_labels=cfg.data.use_labels, device=device, run_dir=run_dir,
-                                       snapshot_path=snapshot_path, detector=detector, log=log)
+                                       snapshot_path=snapshot_path, detector=detector, log=log, world=world)
             for key, value in values.items():
                 trainer.stats.report_scalar(f"Metrics/{key}", value)
-    save_state(run_dir, cfg, nets, trainer, progress, log)
+    if world.is_main:
+        save_state(run_dir, cfg, nets, trainer, progress, log)
 
 
 def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
@@ -266,7 +269,8 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
     for net in (nets.G, nets.D, nets.G_ema):
         broadcast_module(net, world)
 
-    if cfg.metrics and world.is_main:
+    if cfg.metrics:  # every rank embeds its share; rank 0 has fetched the weights into the cache already
+        barrier(world)
         detector = (detector if detector is not None else Detectors("cpu")).require(metric_families(cfg.metrics))
         detector.to(device)
     per_rank_batch = cfg.batch_size // world.size
@@ -312,10 +316,9 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                 if snapshot_due:
                     for net in (nets.G, nets.G_ema):  # running statistics (w_avg, magnitude EMAs) from rank 0
                         broadcast_module(net, world)
-                    if world.is_main:
-                        elapsed = progress.elapsed_sec + time.time() - session_start
-                        snapshot(run_dir, cfg, nets, trainer, grid,
-                                 dataclasses.replace(progress, elapsed_sec=elapsed), device, log, detector)
+                    elapsed = progress.elapsed_sec + time.time() - session_start
+                    snapshot(run_dir, cfg, nets, trainer, grid, dataclasses.replace(progress, elapsed_sec=elapsed),
+                             device, log, detector, world)
                 stats = trainer.stats.collect(reduce=(lambda t: all_sum(t, world)) if world.enabled else None)
                 if writer is not None:
                     writer.write(stats, progress.cur_nimg / 1e3, time.time())

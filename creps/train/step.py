@@ -15,7 +15,7 @@ import torch
 from creps.config import OptimizerConfig, TrainConfig
 from creps.nets.registry import build_discriminator, build_generator
 from creps.train.augment import AdaStats, build_augment_pipe
-from creps.train.distributed import SINGLE, World, average_gradients
+from creps.parallel import SINGLE, World, average_gradients
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import GANLoss, Phase
 from creps.train.stats import StatsCollector

@@ -1,8 +1,10 @@
-"""Data-parallel training on torch.distributed: one process per GPU (NCCL) or per CPU
-worker (gloo), started by `--gpus=N` on one machine or by `torchrun` on many.
+"""Many processes on torch.distributed: one per GPU (NCCL) or per CPU worker (gloo), started
+by `--gpus=N` on one machine (`spawn`) or by `torchrun` on many.
 
-Every rank builds the same networks (rank 0's weights are broadcast), trains on its own
-shard of each batch, and averages gradients after accumulation; rank 0 alone writes files.
+Training: every rank builds the same networks (rank 0's weights are broadcast), trains on its
+own shard of each batch, and averages gradients after accumulation. Metrics: every rank
+renders and embeds its share of the batches (`owns`), and the sums and rows are combined.
+Rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
+
+from creps.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,26 @@ def average_gradients(params: Iterable[torch.nn.Parameter], world: World) -> Non
         offset += g.numel()
 
 
-def all_sum(values: torch.Tensor, world: World) -> torch.Tensor:
+def owns(batch_index: int, world: World) -> bool:
+    """Whether this rank does batch `batch_index` of work split in turns across the ranks."""
+    return batch_index % world.size == world.rank
+
+
+def barrier(world: World) -> None:
     if world.enabled:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
+        dist.barrier()
+
+
+def all_sum(values: torch.Tensor, world: World) -> torch.Tensor:
+    """The element-wise sum over ranks, on every rank (a CPU tensor travels through the GPU
+    under NCCL, which reduces CUDA tensors only)."""
+    if not world.enabled:
+        return values
+    home = values.device
+    through = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else home
+    out = values.detach().to(through, copy=True)
+    dist.all_reduce(out)
+    return out.to(home)
 
 
 def broadcast_object(obj: Any, world: World) -> Any:
@@ -119,11 +138,16 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
     return out
 
 
-def spawn(fn: Callable[..., None], size: int, temp_dir: str, args: tuple = ()) -> None:
+def spawn(fn: Callable[..., None], size: int, temp_dir: str, args: tuple = (), what: str = "worker") -> None:
     """Run fn(world, *args) in `size` local processes joined through a file in `temp_dir`;
-    a rank that fails ends the others and raises here."""
+    a rank that fails ends the others, and its error becomes one UserError line here
+    ("a <what> process failed: ...")."""
     init_file = os.path.abspath(os.path.join(temp_dir, ".distributed_init"))
-    torch.multiprocessing.spawn(_spawned, args=(fn, size, f"file://{init_file}", args), nprocs=size, join=True)
+    try:
+        torch.multiprocessing.spawn(_spawned, args=(fn, size, f"file://{init_file}", args), nprocs=size, join=True)
+    except torch.multiprocessing.ProcessRaisedException as err:
+        last = str(err).strip().splitlines()[-1]
+        raise UserError(f"a {what} process failed: {last.split('Error: ', 1)[-1]}") from None
 
 
 def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, args: tuple) -> None:
@@ -136,4 +160,5 @@ def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, ar
 
 
 __all__ = ["World", "SINGLE", "init", "shutdown", "device_for", "broadcast_module", "average_gradients",
-           "all_sum", "broadcast_object", "gather_objects", "spawn", "launched_by_torchrun", "env_world"]
+           "all_sum", "barrier", "broadcast_object", "gather_objects", "owns", "spawn", "launched_by_torchrun",
+           "env_world"]
