@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Optional
 
 from creps.errors import UserError
 
@@ -61,6 +62,36 @@ def check_scale_or_size(scale, size) -> None:
     """--scale and --size pick the output size of a CREPS render: one of them at most."""
     if scale is not None and size is not None:
         raise UserError("--scale and --size: give one of them, not both")
+
+
+def load_renderer(network: str, device: Optional[str], scale: Optional[float] = None,
+                  size: Optional[tuple[int, int]] = None):
+    """The snapshot (G_ema only) of a creps snapshot or published pickle, path or URL, on
+    `device` (default: CUDA when present); --scale/--size are for CREPS networks only."""
+    import torch
+
+    from creps.checkpoint import load_snapshot
+    from creps.generate import supports_any_scale
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    snap = load_snapshot(os.path.expanduser(network), device=device, networks=("G_ema",))
+    if (scale not in (None, 1.0) or size is not None) and not supports_any_scale(snap.G_ema):
+        raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
+    return snap
+
+
+def class_label(class_idx: Optional[int], c_dim: int):
+    """--class as a one-hot label batch of 1 (None for an unconditional network, with a warning
+    when a class was given anyway)."""
+    from creps.generate import one_hot
+
+    try:
+        c = one_hot(class_idx, c_dim)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if class_idx is not None and c_dim == 0:
+        print("warning: --class is ignored for an unconditional network")
+    return c
 
 
 def parse_list(text: str) -> tuple[str, ...]:

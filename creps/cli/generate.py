@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import Parser, check_scale_or_size, parse_size, positive_float, run_cli, seed_list
+from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
+                              run_cli, seed_list)
 from creps.errors import UserError
 
 
@@ -41,10 +42,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
 
 def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") -> int:
     def body() -> int:
-        import torch
-
-        from creps.checkpoint import load_snapshot
-        from creps.generate import one_hot, render, supports_any_scale, to_uint8, write_png, z_from_seed
+        from creps.generate import render, to_uint8, write_png, z_from_seed
 
         args = build_parser(prog).parse_args(argv)
         seeds = args.seeds
@@ -52,11 +50,8 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         outdir = Path(os.path.expanduser(args.outdir))
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"--outdir={args.outdir}: exists and is not a directory; pick another --outdir")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        snap = load_snapshot(os.path.expanduser(args.network), device=device, networks=("G_ema",))
+        snap = load_renderer(args.network, args.device, args.scale, args.size)
         G = snap.G_ema
-        if (args.scale not in (None, 1.0) or args.size is not None) and not supports_any_scale(G):
-            raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
         if args.translate is not None or args.rotate is not None:
             if snap.config.cfg not in ("stylegan3-t", "stylegan3-r"):
                 raise UserError(f"--translate/--rotate: only StyleGAN3 networks take a user transform, "
@@ -64,12 +59,7 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
             from creps.nets.stylegan3 import set_user_transform
 
             set_user_transform(G, args.translate or (0.0, 0.0), args.rotate or 0.0)
-        try:
-            c = one_hot(args.class_idx, G.c_dim)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        if args.class_idx is not None and G.c_dim == 0:
-            print("warning: --class is ignored for an unconditional network")
+        c = class_label(args.class_idx, G.c_dim)
         outdir.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             print(f"Generating image for seed {seed} ({seeds.index(seed) + 1}/{len(seeds)}) ...")

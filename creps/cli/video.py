@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from creps.cli.common import Parser, check_scale_or_size, parse_size, positive_float, run_cli, seed_list
+from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
+                              run_cli, seed_list)
 from creps.errors import UserError
 
 MP4_HINT = "pip install imageio-ffmpeg (or creps[video]), or use --output=NAME.gif, NAME.webp or a folder NAME/"
@@ -182,10 +183,6 @@ def write_video(frames: Iterator[np.ndarray], output: str, kind: str, fps: float
 
 def gen_video(argv: Optional[Sequence[str]] = None, prog: str = "gen_video.py") -> int:
     def body() -> int:
-        import torch
-
-        from creps.checkpoint import load_snapshot
-        from creps.generate import one_hot, supports_any_scale
         from creps.video import arrange_seeds, grid_frames, keyframe_count, keyframe_ws
 
         args = build_parser(prog).parse_args(argv)
@@ -200,17 +197,9 @@ def gen_video(argv: Optional[Sequence[str]] = None, prog: str = "gen_video.py") 
             mp4_writer_module()
         elif kind != "frames":
             check_pillow_format(kind)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        snap = load_snapshot(os.path.expanduser(args.network), device=device, networks=("G_ema",))
+        snap = load_renderer(args.network, args.device, args.scale, args.size)
         G = snap.G_ema
-        if (args.scale not in (None, 1.0) or args.size is not None) and not supports_any_scale(G):
-            raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
-        try:
-            c = one_hot(args.class_idx, G.c_dim)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        if args.class_idx is not None and G.c_dim == 0:
-            print("warning: --class is ignored for an unconditional network")
+        c = class_label(args.class_idx, G.c_dim)
         if kind == ".gif" and args.fps > 50:
             print(f"note: GIF frame delays are whole centiseconds of at least 2; playing at "
                   f"{1000 / gif_duration_ms(args.fps):g} fps instead of {args.fps:g}")
