@@ -21,7 +21,7 @@ from creps.checkpoint import load_snapshot
 from creps.metrics.detectors import Detectors
 from creps.metrics.inception import load_detector
 from creps.metrics.registry import compute_metric
-from test_metrics_pipeline import make_snapshot, tiny_state, write_images
+from test_metrics_pipeline import CountingDetector, make_snapshot, tiny_state, write_images
 from tiny_vgg16 import lin_state, vgg_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +38,6 @@ def files(tmp_path_factory):
     torch.save(vgg_state(), root / "vgg16.pth")
     torch.save(lin_state(), root / "lpips.pth")
     return {"root": root, "data": data, "snapshot": make_snapshot(root / "runs" / "00000-creps-reals", data)}
-
-
-class CountingDetector(torch.nn.Module):
-    """The Inception detector, counting the images it embeds."""
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner, self.images = inner, 0
-        self.identity = inner.identity
-
-    def forward(self, images, logits=False):
-        self.images += images.shape[0]
-        return self.inner(images, logits=logits)
 
 
 def _evaluate(world: parallel.World, files: dict, cache: str, out: str) -> None:

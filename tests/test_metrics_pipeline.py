@@ -106,15 +106,16 @@ def world(tmp_path_factory):
 
 
 class CountingDetector(torch.nn.Module):
-    """Wraps a detector and counts its forward calls."""
+    """Wraps a detector and counts its forward calls and the images it embeds."""
 
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
-        self.inner, self.calls = inner, 0
+        self.inner, self.calls, self.images = inner, 0, 0
         self.identity = inner.identity
 
     def forward(self, images, logits=False):
         self.calls += 1
+        self.images += images.shape[0]
         return self.inner(images, logits=logits)
 
 
