@@ -22,12 +22,12 @@ from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
 from creps.metrics import Detectors, evaluate_snapshot, metric_families
 from creps.timefmt import format_time
-from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, device_for
+from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, device_for, gather_objects
 from creps.parallel import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
 from creps.train.resume import copy_matching
-from creps.train.state import TrainingState, save_training_state, state_file_name
+from creps.train.state import TrainingState, rank_state, save_training_state, state_file_name
 from creps.train.stats import StatsCollector
 from creps.train.step import Networks, Trainer, build_networks
 
@@ -185,24 +185,38 @@ def stop_requested(stop: GracefulStop, world: World) -> bool:
 
 
 def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, progress: Progress,
-               log: RunLog) -> Path:
+               log: RunLog, world: World = SINGLE) -> Optional[Path]:
+    """Every rank calls this: each hands rank 0 its own random states and per-process tensors,
+    rank 0 writes the training state."""
+    ranks = gather_objects(rank_state(trainer.extra_state()), world) if world.enabled else None
+    if not world.is_main:
+        return None
     path = run_dir / state_file_name(progress.cur_nimg)
     t0 = time.time()
     size = save_training_state(path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, trainer.optimizers(),
-                               trainer.extra_state(), dataclasses.asdict(progress))
+                               trainer.extra_state(), dataclasses.asdict(progress), ranks=ranks)
     log(f"Saved {path.name} ({size / 2**20:.1f} MB in {time.time() - t0:.1f} s)")
     return path
 
 
-def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world: World) -> Progress:
+EXTRA_STATE = ("pl_mean", "label_rng", "augment_p", "ada_sums")
+
+
+def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world: World, log: RunLog) -> Progress:
+    """Weights, optimizers and progress of the run; each process's own random streams and
+    per-process tensors when the state was written by as many processes as now."""
     for name in ("G", "D", "G_ema"):
         getattr(nets, name).load_state_dict(state.network_state(name), strict=True)
     for name, opt in trainer.optimizers().items():
         opt.load_state_dict(state.optimizer_state(name))
-    trainer.load_extra_state({key: state.extra(key) for key in ("pl_mean", "label_rng", "augment_p", "ada_sums")})
     progress = Progress(**state.progress)
-    if world.enabled:
-        # The state holds rank 0's random streams; each rank continues on a stream of its own.
+    own = world.enabled and state.process_count == world.size
+    trainer.load_extra_state({key: state.extra(key, world.rank if own else None) for key in EXTRA_STATE})
+    if own:
+        state.restore_rng(world.rank)
+    elif world.enabled:
+        log(f"The state was written by {state.process_count or 1} process(es), this run has {world.size}: "
+            "each process continues on a fresh random stream (not bit-identical to an uninterrupted run)")
         seed_everything(state.config.seed * world.size + world.rank + progress.cur_nimg)
     else:
         state.restore_rng()
@@ -227,8 +241,7 @@ def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, 
                                        snapshot_path=snapshot_path, detector=detector, log=log, world=world)
             for key, value in values.items():
                 trainer.stats.report_scalar(f"Metrics/{key}", value)
-    if world.is_main:
-        save_state(run_dir, cfg, nets, trainer, progress, log)
+    save_state(run_dir, cfg, nets, trainer, progress, log, world)
 
 
 def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
@@ -256,7 +269,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                       world=world)
     progress = Progress()
     if resume_state is not None:
-        progress = restore_state(resume_state, nets, trainer, world)
+        progress = restore_state(resume_state, nets, trainer, world, log)
         log(f"Resumed from {resume_state.path.name} at {progress.cur_nimg / 1e3:.1f} kimg")
     elif transfer_from is not None:
         for name in ("G", "D", "G_ema"):
@@ -299,8 +312,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                     progress.elapsed_sec += time.time() - session_start
                     log(f"{stop.requested or 'A stop'} received at {progress.cur_nimg / 1e3:.1f} kimg: "
                         "saving training state")
-                    if world.is_main:
-                        save_state(run_dir, cfg, nets, trainer, progress, log)
+                    save_state(run_dir, cfg, nets, trainer, progress, log, world)
                     raise KeyboardInterrupt
                 done = progress.cur_nimg >= cfg.total_kimg * 1000
                 due = progress.cur_nimg >= progress.tick_start_nimg + cfg.kimg_per_tick * 1000

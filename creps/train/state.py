@@ -76,28 +76,41 @@ def unflatten_optimizer(prefix: str, rest: dict[str, Any], tensors: dict[str, to
 # --- random generators ----------------------------------------------------------------
 
 
-def capture_rng(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    tensors["rng.torch"] = torch.get_rng_state()
+def capture_rng(tensors: dict[str, torch.Tensor], prefix: str = "") -> dict[str, Any]:
+    """This process's torch, CUDA, NumPy and Python random states: tensors into `tensors`
+    (names under `prefix`), the rest returned as JSON-able metadata."""
+    tensors[f"{prefix}rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+            tensors[f"{prefix}rng.cuda.{i}"] = s
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["rng.numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    tensors[f"{prefix}rng.numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     py_version, py_state, py_gauss = random.getstate()
     return {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
             "python": [py_version, list(py_state), py_gauss]}
 
 
-def restore_rng(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
+def restore_rng(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str = "") -> None:
+    torch.set_rng_state(tensors[f"{prefix}rng.torch"])
     if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        cuda = f"{prefix}rng.cuda."
+        states = [tensors[k] for k in sorted((k for k in tensors if k.startswith(cuda)), key=lambda k: int(k[len(cuda):]))]
         if states:
             torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
     kind, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy.keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, tensors[f"{prefix}rng.numpy.keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, state, gauss_py = meta["python"]
     random.setstate((version, tuple(state), gauss_py))
+
+
+def rank_state(extra_tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What one process of a many-process run carries of its own: its random states and its
+    per-process training tensors (label sampler, path-length mean, ADA partial sums)."""
+    tensors: dict[str, torch.Tensor] = {}
+    rng = capture_rng(tensors)
+    for key, value in extra_tensors.items():
+        tensors[f"extra.{key}"] = value.detach().to("cpu").clone().contiguous()
+    return {"tensors": tensors, "rng": rng}
 
 
 # --- whole state ----------------------------------------------------------------------
@@ -105,8 +118,9 @@ def restore_rng(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
 
 def save_training_state(path: Path, config: TrainConfig, nets: dict[str, torch.nn.Module],
                         optimizers: dict[str, torch.optim.Optimizer], extra_tensors: dict[str, torch.Tensor],
-                        progress: dict[str, Any]) -> int:
-    """Write a training state atomically; returns its size in bytes."""
+                        progress: dict[str, Any], ranks: Optional[list[dict[str, Any]]] = None) -> int:
+    """Write a training state atomically; returns its size in bytes. `ranks`: every process's
+    `rank_state` in a many-process run (stored as rank<r>.*, so each process resumes its own)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, net in nets.items():
         for key, value in net.state_dict().items():
@@ -115,6 +129,8 @@ def save_training_state(path: Path, config: TrainConfig, nets: dict[str, torch.n
     for key, value in extra_tensors.items():
         tensors[f"extra.{key}"] = value.detach().to("cpu").clone().contiguous()
     rng_meta = capture_rng(tensors)
+    for rank, own in enumerate(ranks or []):
+        tensors.update({f"rank{rank}.{key}": value for key, value in own["tensors"].items()})
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -123,6 +139,7 @@ def save_training_state(path: Path, config: TrainConfig, nets: dict[str, torch.n
         "optimizers": json.dumps(opt_meta),
         "rng": json.dumps(rng_meta),
         "networks": ",".join(nets),
+        "ranks": json.dumps([own["rng"] for own in ranks or []]),
         "sha256": tensors_digest(tensors),
     }
     data = safetensors_save(tensors, metadata=metadata)
@@ -134,9 +151,16 @@ class TrainingState:
     """A loaded, verified training state."""
 
     def __init__(self, path: Path, config: TrainConfig, progress: dict[str, Any], tensors: dict[str, torch.Tensor],
-                 optimizers: dict[str, Any], rng: dict[str, Any], networks: list[str]):
+                 optimizers: dict[str, Any], rng: dict[str, Any], networks: list[str],
+                 rank_rng: Optional[list[dict[str, Any]]] = None):
         self.path, self.config, self.progress = path, config, progress
         self.tensors, self.optimizers, self.rng, self.networks = tensors, optimizers, rng, networks
+        self.rank_rng = rank_rng or []  # per-process random states of a many-process run
+
+    @property
+    def process_count(self) -> int:
+        """How many processes' own states the file holds (0: a single-process run's file)."""
+        return len(self.rank_rng)
 
     def network_state(self, name: str) -> dict[str, torch.Tensor]:
         prefix = f"{name}."
@@ -145,11 +169,15 @@ class TrainingState:
     def optimizer_state(self, name: str) -> dict[str, Any]:
         return unflatten_optimizer(f"opt.{name}", self.optimizers[name], self.tensors)
 
-    def extra(self, key: str) -> Optional[torch.Tensor]:
-        return self.tensors.get(f"extra.{key}")
+    def extra(self, key: str, rank: Optional[int] = None) -> Optional[torch.Tensor]:
+        """A training tensor of the run (rank 0's), or of process `rank` of a many-process run."""
+        return self.tensors.get(f"extra.{key}" if rank is None else f"rank{rank}.extra.{key}")
 
-    def restore_rng(self) -> None:
-        restore_rng(self.rng, self.tensors)
+    def restore_rng(self, rank: Optional[int] = None) -> None:
+        if rank is None:
+            restore_rng(self.rng, self.tensors)
+        else:
+            restore_rng(self.rank_rng[rank], self.tensors, prefix=f"rank{rank}.")
 
 
 def load_training_state(path: str | Path) -> TrainingState:
@@ -173,7 +201,7 @@ def load_training_state(path: str | Path) -> TrainingState:
         path=path, config=TrainConfig.from_dict(json.loads(metadata["config"])),
         progress=json.loads(metadata["progress"]), tensors=tensors,
         optimizers=json.loads(metadata["optimizers"]), rng=json.loads(metadata["rng"]),
-        networks=metadata.get("networks", "").split(","),
+        networks=metadata.get("networks", "").split(","), rank_rng=json.loads(metadata.get("ranks") or "[]"),
     )
 
 
