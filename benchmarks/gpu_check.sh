@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device check: CUDA tests, then the training benchmarks, each result as a JSON line.
+# Device check: CUDA tests, then the training and metric benchmarks, each result a JSON line.
 # Usage: bash benchmarks/gpu_check.sh [OUTDIR]
 set -u
 out=${1:-.}
@@ -11,4 +11,6 @@ bench() { timeout 150 python3 benchmarks/bench_train.py "$@" 2>&1 | tail -1 | te
 bench --cfg=creps --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4
 bench --cfg=creps --res=256 --batch=32 --iters=16 --warmup=4
 bench --cfg=creps --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4 --fp32=1
-bench --cfg=creps --res=32 --batch=8 --cbase=4096 --cmax=128 --map-depth=2 --iters=32 --warmup=4
+bench --cfg=stylegan2 --res=256 --batch=32 --batch-gpu=16 --cbase=16384 --iters=16 --warmup=4
+bench --cfg=stylegan3-t --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4
+timeout 120 python3 benchmarks/bench_metrics.py --batch=64 --iters=8 2>&1 | tail -1 | tee -a "$out/bench.jsonl"

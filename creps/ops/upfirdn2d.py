@@ -11,7 +11,10 @@ Semantics (those of the published `upfirdn2d`, close to `scipy.signal.upfirdn`),
 Filters are float32 tensors: 2D `[fh, fw]`, or 1D `[taps]` meaning the separable filter
 `outer(f, f)`. `gain` scales the result (applied to the filter: gain^(ndim/2) per tap).
 
-The fast path is zero-insertion + `F.pad` + a depthwise (strided) `conv2d`;
+The fast path works one axis at a time when the filter allows it (separable, or a single row
+or column): upsampling is polyphase (each output phase a short correlation of the input with
+every up-th tap, so no zero-stuffed image is built or filtered), then `F.pad` and a depthwise
+strided `conv2d`. A full 2-D filter takes zero insertion + `F.pad` + one depthwise conv.
 `upfirdn2d_reference` computes the same sums tap by tap from the definition, for tests.
 """
 
@@ -127,6 +130,96 @@ def _insert_zeros(x: torch.Tensor, up_x: int, up_y: int) -> torch.Tensor:
     return grid
 
 
+def _correlate_axis(x: torch.Tensor, bank: torch.Tensor, dim: int, stride: int, groups: int) -> torch.Tensor:
+    """Depthwise correlation along one axis (dim 3: width, 2: height) with `bank` [C', 1, K]."""
+    taps = bank.shape[-1]
+    weight = bank.reshape(bank.shape[0], 1, 1, taps) if dim == 3 else bank.reshape(bank.shape[0], 1, taps, 1)
+    return F.conv2d(x, weight, stride=(1, stride) if dim == 3 else (stride, 1), groups=groups)
+
+
+def _pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
+    """Zeros before/after along one axis (negative amounts crop)."""
+    if before == 0 and after == 0:
+        return x
+    return F.pad(x, [before, after, 0, 0] if dim == 3 else [0, 0, before, after])
+
+
+def _polyphase_upsample_axis(x: torch.Tensor, taps: torch.Tensor, up: int, pad0: int, pad1: int,
+                             dim: int) -> torch.Tensor:
+    """Upsample by `up` (zeros), pad and correlate with `taps` along one axis, without building
+    the zero-stuffed signal: output m = q*up + r only meets input samples through the taps
+    k = k0(r) + up*t, k0(r) = (pad0 - r) mod up, at input q + c(r) + t with
+    c(r) = (r + k0(r) - pad0) / up. Each phase r is a short correlation of the input with
+    taps[k0(r)::up], written into every up-th output position."""
+    channels, length = x.shape[1], x.shape[dim]
+    out_len = length * up + pad0 + pad1 - taps.numel() + 1
+    phases = []
+    for r in range(up):
+        k0 = (pad0 - r) % up
+        phases.append((r, taps[k0::up], (r + k0 - pad0) // up))
+    first = min(offset for _, _, offset in phases)
+    width = max(offset - first + sub.numel() for _, sub, offset in phases)
+    per_phase = -(-out_len // up)  # outputs q = 0 .. per_phase - 1 of every phase
+    x = _pad_axis(x, -first, per_phase + width - 1 - (length - first), dim)
+    shape = list(x.shape)
+    shape[dim] = out_len
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    if any(sub.numel() == 0 for _, sub, _ in phases):  # taps shorter than the factor: some phases are 0
+        out.zero_()
+    for r, sub, offset in phases:
+        count = -(-(out_len - r) // up)  # outputs of this phase inside the result
+        if sub.numel() == 0 or count <= 0:
+            continue
+        kernel = sub.new_zeros(width)
+        kernel[offset - first: offset - first + sub.numel()] = sub
+        phase = _correlate_axis(x, kernel.reshape(1, 1, -1).repeat(channels, 1, 1), dim, 1, channels)
+        index = [slice(None)] * 4
+        index[dim] = slice(r, None, up)
+        source = [slice(None)] * 4
+        source[dim] = slice(0, count)
+        out[tuple(index)] = phase[tuple(source)]
+    return out
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Depthwise convolutions on the CPU run several times faster on channels-last images."""
+    return torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+
+
+def _resample_axis(x: torch.Tensor, taps: Optional[torch.Tensor], up: int, down: int, pad0: int, pad1: int,
+                   dim: int) -> torch.Tensor:
+    """upfirdn along one axis with 1-D `taps` as correlated (None: the identity filter)."""
+    channels = x.shape[1]
+    if up > 1 and down == 1 and taps is not None:
+        return _polyphase_upsample_axis(x, taps, up, pad0, pad1, dim)
+    if up > 1:
+        zeros = list(x.shape)
+        zeros[dim] *= up
+        stuffed = x.new_zeros(zeros)
+        index = [slice(None)] * 4
+        index[dim] = slice(None, None, up)
+        stuffed[tuple(index)] = x
+        x = stuffed
+    x = _pad_axis(x, pad0, pad1, dim)
+    if taps is None:
+        index = [slice(None)] * 4
+        index[dim] = slice(None, None, down)
+        return x[tuple(index)]
+    return _correlate_axis(x, taps.reshape(1, 1, -1).repeat(channels, 1, 1), dim, down, channels)
+
+
+def _axis_taps(kernel: torch.Tensor) -> Optional[tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]:
+    """(taps along width, taps along height) when the kernel acts on one axis at a time: 1-D
+    (separable: the same taps on both) or a single row / column; None for a full 2-D kernel."""
+    if kernel.ndim == 1:
+        return kernel, kernel
+    if kernel.shape[0] == 1:
+        return kernel[0], None
+    if kernel.shape[1] == 1:
+        return None, kernel[:, 0]
+    return None
+
+
 def _check_sizes(x: torch.Tensor, f: Optional[torch.Tensor], up, pads) -> None:
     fw, fh = filter_size(f)
     wide = x.shape[3] * up[0] + pads[0] + pads[1]
@@ -154,19 +247,20 @@ def upfirdn2d(
     pads = parse_padding(padding)
     _check_sizes(x, f, up_xy, pads)
 
+    axis_taps = _axis_taps(_scaled_kernel(f, flip_filter, gain, x))
+    if axis_taps is not None:  # one axis at a time; upsampling without zero-stuffed images
+        taps_x, taps_y = axis_taps
+        x = x.contiguous(memory_format=_memory_format(x))
+        y = _resample_axis(x, taps_x, up_xy[0], down_x, pads[0], pads[1], dim=3)
+        return _resample_axis(y, taps_y, up_xy[1], down_y, pads[2], pads[3], dim=2)
+
     y = _insert_zeros(x, *up_xy)
     if any(pads):
         y = F.pad(y, list(pads))  # F.pad crops where an amount is negative
     kernel = _scaled_kernel(f, flip_filter, gain, y)
     channels = y.shape[1]
-    if kernel.ndim == 2:
-        bank = kernel.reshape(1, 1, *kernel.shape).repeat(channels, 1, 1, 1)
-        return F.conv2d(y, bank, stride=(down_y, down_x), groups=channels)
-    taps = kernel.numel()
-    along_w = kernel.reshape(1, 1, 1, taps).repeat(channels, 1, 1, 1)
-    along_h = kernel.reshape(1, 1, taps, 1).repeat(channels, 1, 1, 1)
-    y = F.conv2d(y, along_w, stride=(1, down_x), groups=channels)
-    return F.conv2d(y, along_h, stride=(down_y, 1), groups=channels)
+    bank = kernel.reshape(1, 1, *kernel.shape).repeat(channels, 1, 1, 1)
+    return F.conv2d(y, bank, stride=(down_y, down_x), groups=channels)
 
 
 def upfirdn2d_reference(
