@@ -18,8 +18,7 @@ remove what it creates above the output's Nyquist frequency. Filters are float32
 code per sample at the temporary (upsampled) rate: positive, negative or clamped. The backward
 pass is the adjoint chain (transposed down-filter, times the activation's slope, transposed
 up-filter), written with differentiable ops, so double backward (R1, path length) works.
-Separable filters are applied one axis at a time, so the upsampling pass along x does not run
-over the all-zero rows that upsampling along y inserts.
+Separable filters are applied one axis at a time, upsampling polyphase (see `upfirdn2d`).
 `filtered_lrelu_reference` computes the same from the definitions, one step at a time with
 the tap-by-tap `upfirdn2d_reference`, for tests.
 """
@@ -59,15 +58,9 @@ def _check_args(x: torch.Tensor, b: Optional[torch.Tensor], up: int, down: int, 
 
 def _resample(x: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int, pads: tuple[int, int, int, int],
               flip_filter: bool, gain: float) -> torch.Tensor:
-    """`upfirdn2d` with equal factors on both axes; a separable filter that upsamples is applied
-    axis by axis (x first, as upfirdn2d does), skipping the zero rows of a 2-D zero insertion."""
-    if f is None or f.ndim == 2 or up == 1:
-        return upfirdn2d(x, f, up=up, down=down, padding=list(pads), flip_filter=flip_filter, gain=gain)
-    px0, px1, py0, py1 = pads
-    x = upfirdn2d(x, f.reshape(1, -1), up=(up, 1), down=(down, 1), padding=[px0, px1, 0, 0],
-                  flip_filter=flip_filter, gain=math.sqrt(gain))
-    return upfirdn2d(x, f.reshape(-1, 1), up=(1, up), down=(1, down), padding=[0, 0, py0, py1],
-                     flip_filter=flip_filter, gain=math.sqrt(gain))
+    """`upfirdn2d` with equal factors on both axes (a separable filter goes axis by axis there,
+    upsampling without zero-stuffed images)."""
+    return upfirdn2d(x, f, up=up, down=down, padding=list(pads), flip_filter=flip_filter, gain=gain)
 
 
 def _resample_adjoint(dy: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int,
