@@ -70,6 +70,7 @@ class TrainOptions:
     seed: int = 0
     fp32: bool = False
     nobench: bool = False
+    recompute: bool = True
     workers: int = 3
     dry_run: bool = False
     grid: Optional[str] = None  # WxH images in reals.png / fakes*.png (default: published size)
@@ -189,6 +190,7 @@ class TrainConfig:
     run_desc: str
     outdir: str
     grid: Optional[tuple[int, int]] = None  # None: the published grid size for the resolution
+    recompute: bool = True  # CREPS: per-pixel layers recomputed in backward (less memory, same gradients)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -373,7 +375,7 @@ def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
         loss=loss, augment=augment, num_gpus=o.gpus, batch_size=o.batch, batch_gpu=batch_gpu,
         ema_kimg=ema_kimg_for_batch(o.batch), ema_rampup=None if resuming else 0.05,
         total_kimg=o.kimg, kimg_per_tick=o.tick, snapshot_ticks=o.snap, metrics=tuple(o.metrics), seed=o.seed,
-        fp32=o.fp32, cudnn_benchmark=not o.nobench, resume=o.resume,
+        fp32=o.fp32, cudnn_benchmark=not o.nobench, recompute=o.recompute, resume=o.resume,
         run_desc=run_description(o.cfg, dataset.name, o.gpus, o.batch, o.gamma, o.desc), outdir=o.outdir,
         grid=parse_grid(o.grid) if o.grid is not None else None,
     )

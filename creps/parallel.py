@@ -10,7 +10,9 @@ Rank 0 alone writes files.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -68,6 +70,7 @@ def shutdown() -> None:
         try:
             dist.barrier()
         finally:
+            gc.collect()  # work objects caught in reference cycles would keep the group alive
             dist.destroy_process_group()
 
 
@@ -157,6 +160,13 @@ def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, ar
         fn(world, *args)
     finally:
         shutdown()
+    # A rank that finished leaves at once. Interpreter finalization would destroy whatever
+    # the communication backend still holds (worker threads, pending work objects) in an
+    # order it does not control; with gloo this aborted one rank now and then (SIGABRT,
+    # "terminate called without an active exception") after training had succeeded.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 __all__ = ["World", "SINGLE", "init", "shutdown", "device_for", "broadcast_module", "average_gradients",

@@ -142,7 +142,7 @@ def test_dataset_facts_flow_into_config():
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("extra", [
     {}, {"fp32": True}, {"resume": "x.pkl", "aug": "fixed", "p": 0.4}, {"metrics": ("fid50k_full", "kid50k_full")},
-    {"desc": "trial", "mirror": True, "batch_gpu": 8, "gpus": 2},
+    {"desc": "trial", "mirror": True, "batch_gpu": 8, "gpus": 2}, {"recompute": False},
 ])
 def test_json_round_trip(name, extra):
     cfg = resolve(options(cfg=name, **extra), info())
@@ -155,6 +155,13 @@ def test_json_round_trip(name, extra):
     # Every nested section comes back as its dataclass, not as a dict.
     for f in dataclasses.fields(cfg):
         assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), f.name
+
+
+def test_recompute_defaults_on_and_old_options_files_still_load():
+    assert cfg_of().recompute is True and cfg_of(recompute=False).recompute is False
+    data = json.loads(cfg_of(recompute=False).to_json())
+    del data["recompute"]  # training_options.json written before the option existed
+    assert TrainConfig.from_dict(data).recompute is True
 
 
 def test_labelled_round_trip():

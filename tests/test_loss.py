@@ -334,3 +334,67 @@ def test_accumulated_gradient_of_one_phase(base_networks):
         assert other.keys() == grads[0].keys()
         for name in grads[0]:
             torch.testing.assert_close(other[name], grads[0][name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+# ---------------------------------------------------------------------------------------
+# --recompute: CREPS's per-pixel layers re-run in backward instead of keeping activations.
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while fn() runs."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_recompute_keeps_a_fraction_of_the_per_pixel_activations():
+    torch.manual_seed(0)
+    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=1024,
+                  channel_max=64, mapping_layers=1)
+    ws = G.mapping(torch.randn(4, 32), None).detach().requires_grad_(True)
+    kept = {}
+    for on in (False, True):
+        G.synthesis.recompute = on
+        kept[on] = saved_bytes(lambda: G.synthesis(ws))
+    # At 64x64 the decoders and heads hold most of G's saved tensors; recomputed, only
+    # their inputs remain.
+    assert kept[True] < 0.4 * kept[False], kept
+    with torch.no_grad():  # nothing to recompute without a graph: same path, same output
+        G.synthesis.recompute = True
+        a = G.synthesis(ws)
+        G.synthesis.recompute = False
+        assert torch.equal(a, G.synthesis(ws))
+
+
+@pytest.mark.parametrize("batch_idx", [0, 1])
+def test_recompute_leaves_every_update_bit_identical(base_networks, batch_idx):
+    """batch_idx 0 runs every phase, including path-length regularisation (a double backward
+    through the recomputed layers); batch_idx 1 the main phases."""
+    assert base_networks.G.synthesis.recompute is True  # the default config turns it on
+    runs = []
+    for on in (True, False):
+        nets = copy.deepcopy(base_networks)
+        nets.G.synthesis.recompute = on
+        cfg = tiny_cfg(8)
+        trainer = Trainer(cfg, nets, torch.device("cpu"), lambda n: torch.zeros(n, 0))
+        reals = torch.randint(0, 256, (8, 3, 16, 16), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+        torch.manual_seed(123)
+        trainer.step(reals, torch.zeros(8, 0), batch_idx=batch_idx, cur_nimg=batch_idx * 8)
+        runs.append(nets)
+    for module in ("G", "D", "G_ema"):
+        a, b = getattr(runs[0], module).state_dict(), getattr(runs[1], module).state_dict()
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{module}: {different[:3]}"
+    changed = [k for k, v in runs[0].G.state_dict().items() if not torch.equal(v, base_networks.G.state_dict()[k])]
+    assert any(k.startswith("synthesis.decoder_") for k in changed) and any(".block1." in k for k in changed)
+
+
+def test_recompute_off_from_the_config():
+    cfg = dataclasses.replace(tiny_cfg(8), recompute=False)
+    assert build_networks(cfg, torch.device("cpu")).G.synthesis.recompute is False

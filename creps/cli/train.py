@@ -63,6 +63,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     misc.add_argument("--seed", type=int, default=0, metavar="INT", help="random seed (default: 0)")
     misc.add_argument("--fp32", type=parse_bool, default=False, metavar="BOOL", help="disable mixed-precision")
     misc.add_argument("--nobench", type=parse_bool, default=False, metavar="BOOL", help="disable cuDNN benchmarking")
+    misc.add_argument("--recompute", type=parse_bool, default=True, metavar="BOOL",
+                      help="CREPS: recompute per-pixel layers in backward instead of storing them "
+                           "(same gradients, about a third of the activation memory; default: 1)")
     misc.add_argument("--workers", type=int, default=3, metavar="INT", help="DataLoader worker processes (default: 3)")
     misc.add_argument("--grid", metavar="WxH", help="images per row and rows of reals.png/fakes*.png "
                       "(default: the published size, up to 32x32)")

@@ -19,6 +19,7 @@ import math
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.utils.checkpoint
 
 from creps.nets.generator import MappedGenerator
 from creps.nets.layers import FullyConnectedLayer
@@ -215,6 +216,11 @@ class SynthesisNetwork(torch.nn.Module):
         # fc1 row + 1, so a block's fc0 shares its row with the previous tores (published
         # layout); the two pixel heads read the last row only.
         self.num_ws = 2 * len(self.block_resolutions) + 1
+        # Training switch, not part of the architecture: the per-pixel layers (decoders and
+        # heads) keep only their inputs for backward and are re-run there. At 256x256 they
+        # hold about 70% of G's saved activations; re-running them adds about a sixth to G's
+        # arithmetic.
+        self.recompute = False
 
     def block_ws_rows(self) -> list[list[int]]:
         """Rows of ws read by each line block: b4 (0, 1, 2), then (2i - 1, 2i, 2i + 1)."""
@@ -251,14 +257,24 @@ class SynthesisNetwork(torch.nn.Module):
             line = out if line is None else line + out
             new = outer_feature(line, rows, cols, self.rank)
             # The first emitted feature map is taken as is (so decoder_8 goes unused, as published).
-            feature = new if feature is None else self._decode(getattr(self, f"decoder_{r}"), feature) + new
-        feature = self._decode(self.decoder_last, feature)
+            if feature is not None:
+                new = self._per_pixel(self._decode, getattr(self, f"decoder_{r}"), feature) + new
+            feature = new
+        feature = self._per_pixel(self._decode, self.decoder_last, feature)
         img = self._decode(self.decoder_img, feature).float()
         w_last = w_rows[-1]
         for head in (self.block0, self.block1):
-            feature, out = head(feature, w_last)
+            feature, out = self._per_pixel(head, feature, w_last)
             img = img + out
         return img.reshape(n, rows, cols, self.img_channels).permute(0, 3, 1, 2).contiguous()
+
+    def _per_pixel(self, fn, *args):
+        """fn(*args); with `recompute` on and gradients recorded, its intermediate tensors are
+        not kept but recomputed in backward (the result and every gradient, including the
+        double backward of path-length regularisation, are unchanged)."""
+        if self.recompute and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+        return fn(*args)
 
     @staticmethod
     def _decode(layer: torch.nn.Module, feature: torch.Tensor) -> torch.Tensor:

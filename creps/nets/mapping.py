@@ -21,7 +21,7 @@ def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: Optional
 
 def ema_update_w_avg(w_avg: torch.Tensor, batch_mean: torch.Tensor, beta: float) -> torch.Tensor:
     """Moving average of w: w_avg <- beta * w_avg + (1 - beta) * mean_batch(w)."""
-    return batch_mean.lerp(w_avg, beta)
+    return batch_mean.to(w_avg.dtype).lerp(w_avg, beta)
 
 
 # When the running mean of w moves (the two published code bases differ):

@@ -31,6 +31,8 @@ class Networks:
 def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     G = build_generator(cfg.G).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg.D).to(device).train().requires_grad_(False)
+    if hasattr(G.synthesis, "recompute"):
+        G.synthesis.recompute = cfg.recompute
     G_ema = copy.deepcopy(G).eval()
     return Networks(G=G, D=D, G_ema=G_ema)
 
