@@ -257,6 +257,19 @@ def test_w_avg_tracking_follows_published_creps(tiny_generator):
     torch.testing.assert_close(G.mapping.w_avg, expected)
 
 
+def test_w_avg_moves_in_float32_under_autocast(tiny_generator):
+    """A training-mode pass under bfloat16 autocast (w comes out in bfloat16) still updates
+    the float32 running mean."""
+    G = copy.deepcopy(tiny_generator).train()
+    z = torch.randn(4, G.z_dim)
+    before = G.mapping.w_avg.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ws = G.mapping(z, None)
+    assert ws.dtype == torch.bfloat16 and G.mapping.w_avg.dtype == torch.float32
+    expected = ws[:, 0].float().mean(dim=0).lerp(before, 0.998)
+    torch.testing.assert_close(G.mapping.w_avg, expected, rtol=1e-2, atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------
 # Gradient accumulation: --batch-gpu changes memory use, not the training.
 
