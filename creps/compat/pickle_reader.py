@@ -23,7 +23,6 @@ Any other global (an `os.system`, `builtins.eval`, an unknown class) stops the r
 
 from __future__ import annotations
 
-import _compat_pickle
 import collections
 import io
 import math
@@ -33,6 +32,13 @@ from typing import Any, BinaryIO, Callable, Optional
 
 import numpy as np
 import torch
+
+from creps.safe_pickle import (
+    DATA_GLOBALS,
+    RestrictedUnpickler,
+    UnsafePickle,
+    load_restricted,
+)
 
 PERSISTENCE_VERSION = 6  # the only version the published loader accepts
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first value of a legacy torch.save stream
@@ -44,12 +50,6 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
     "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
     "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
 }
-# NumPy element kinds we rebuild: bool, signed and unsigned ints, floats.
-NUMPY_KINDS = frozenset("biuf")
-
-
-class UnsafePickle(ValueError):
-    """The file holds something a published network pickle does not (refused unread)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,183 +230,51 @@ def _rebuild_parameter(data: Any, *_rest: Any) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------
-# NumPy values.
-
-
-class _RecordedDType:
-    """`numpy.dtype(code, align, copy)` followed by BUILD: a numeric dtype, checked."""
-
-    def __init__(self, code: Any, *_flags: Any):
-        if not isinstance(code, str):
-            raise UnsafePickle("a NumPy dtype without a type code")
-        try:
-            dtype = np.dtype(code)
-        except TypeError:
-            raise UnsafePickle(f"unknown NumPy type code {code!r}") from None
-        if dtype.kind not in NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-            raise UnsafePickle(f"NumPy dtype {code!r} is not a plain number type")
-        self.dtype = dtype
-
-    def __setstate__(self, state: Any) -> None:
-        # state: (version, byte order, subarray, names, fields, elsize, alignment, flags)
-        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
-            raise UnsafePickle("a NumPy dtype with a malformed state")
-        if state[2] is not None or state[3] is not None or state[4] is not None:
-            raise UnsafePickle("a NumPy dtype with fields or subarrays")
-        order = {"=": "<", "|": "|"}.get(state[1], state[1])
-        self.dtype = self.dtype.newbyteorder(order) if order != "|" else self.dtype
-
-
-def _numpy_scalar(dtype: Any, raw: Any = None) -> Any:
-    """Stand-in for `numpy.core.multiarray.scalar(dtype, bytes)`."""
-    if not isinstance(dtype, _RecordedDType) or not isinstance(raw, (bytes, bytearray)):
-        raise UnsafePickle("a NumPy scalar that is not a plain number")
-    if len(raw) != dtype.dtype.itemsize:
-        raise UnsafePickle("a NumPy scalar of the wrong byte length")
-    return np.frombuffer(bytes(raw), dtype=dtype.dtype)[0]
-
-
-class _RecordedArray:
-    """`numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` followed by BUILD
-    `(version, shape, dtype, is_fortran, raw bytes)`: a numeric array, checked."""
-
-    def __init__(self, cls: Any = None, *_args: Any):
-        if cls is not _NDARRAY:
-            raise UnsafePickle("a NumPy array of another class than ndarray")
-        self.array: Optional[np.ndarray] = None
-
-    def __setstate__(self, state: Any) -> None:
-        if not (isinstance(state, tuple) and len(state) == 5):
-            raise UnsafePickle("a NumPy array with a malformed state")
-        _version, shape, dtype, fortran, raw = state
-        if not (isinstance(dtype, _RecordedDType) and isinstance(raw, (bytes, bytearray)) and isinstance(shape, tuple)
-                and all(isinstance(n, int) and n >= 0 for n in shape)):
-            raise UnsafePickle("a NumPy array that is not plain numbers")
-        count = int(np.prod(shape)) if shape else 1
-        if len(raw) != count * dtype.dtype.itemsize:
-            raise UnsafePickle("a NumPy array whose data does not match its shape")
-        flat = np.frombuffer(bytes(raw), dtype=dtype.dtype)
-        self.array = flat.reshape(shape, order="F" if fortran else "C").copy()
-
-
-_NDARRAY = object()  # what the file's `numpy.ndarray` global resolves to
-
-
-def _numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
-    """Stand-in for `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)`, which
-    protocol 5 uses for contiguous arrays."""
-    if not (isinstance(buffer, (bytes, bytearray)) and isinstance(dtype, _RecordedDType) and isinstance(shape, tuple)
-            and all(isinstance(n, int) and n >= 0 for n in shape) and order in ("C", "F")):
-        raise UnsafePickle("a NumPy array that is not plain numbers")
-    if len(buffer) != math.prod(shape) * dtype.dtype.itemsize:
-        raise UnsafePickle("a NumPy array whose data does not match its shape")
-    return np.frombuffer(bytes(buffer), dtype=dtype.dtype).reshape(shape, order=order).copy()
-
-
-def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    """Protocol-2 pickles store bytes as `_codecs.encode(str, 'latin1')`."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafePickle("a _codecs.encode call that is not a protocol-2 byte string")
-    return text.encode("latin1")
-
-
-def _builtin_set(items: Any = ()) -> set:
-    if not isinstance(items, (list, tuple)):
-        raise UnsafePickle("a set built from something other than a list")
-    return set(items)
-
-
-# ---------------------------------------------------------------------------------------
 # The unpickler.
 
 ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
+    **DATA_GLOBALS,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
     ("dnnlib.util", "EasyDict"): RecordedEasyDict,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): _builtin_set,
-    ("_codecs", "encode"): _codecs_encode,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): read_legacy_storage,
-    ("numpy", "dtype"): _RecordedDType,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "_reconstruct"): _RecordedArray,
-    ("numpy._core.multiarray", "_reconstruct"): _RecordedArray,
-    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _NetworkUnpickler(RestrictedUnpickler):
+    allowed = ALLOWED
+    what = "a published network pickle"
+
     def __init__(self, file: BinaryIO):
         super().__init__(file)
         self._by_reference: dict[tuple[str, str], type] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        # Protocol-2 files name Python 2 modules (e.g. __builtin__.set); use their Python 3 names.
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        key = (module, name)
-        if key == ("numpy", "ndarray"):
-            return _NDARRAY
-        if key in ALLOWED:
-            return ALLOWED[key]
-        if key in BY_REFERENCE:
-            if key not in self._by_reference:
-                self._by_reference[key] = _by_reference(f"{module}.{name}")
-            return self._by_reference[key]
-        raise UnsafePickle(f"the file names the global {module}.{name}, which a published network pickle does not "
-                           "contain; refusing to load it")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickle("the file uses persistent ids (a torch.save zip or another format, not a network pickle)")
+    def other_global(self, module: str, name: str) -> Any:
+        if (module, name) not in BY_REFERENCE:
+            return super().other_global(module, name)
+        if (module, name) not in self._by_reference:
+            self._by_reference[(module, name)] = _by_reference(f"{module}.{name}")
+        return self._by_reference[(module, name)]
 
 
-def finish(value: Any) -> Any:
-    """Replace the reader's stand-ins in a loaded tree: by-reference modules and persistent
-    objects become `Recorded`, NumPy arrays plain arrays, containers are walked."""
-    memo: dict[int, Any] = {}
-
-    def walk(v: Any) -> Any:
-        if id(v) in memo:
-            return memo[id(v)]
-        if isinstance(v, _ByReference):
-            out = getattr(v, "recorded", None)
-            if out is None:
-                raise UnsafePickle(f"{v.qualname} without an attribute state")
-            memo[id(v)] = out
-            out.state = walk(out.state)
-            return out
-        if isinstance(v, Recorded):
-            memo[id(v)] = v
-            v.state = walk(v.state)
-            return v
-        if isinstance(v, _RecordedArray):
-            if v.array is None:
-                raise UnsafePickle("a NumPy array without data")
-            return v.array
-        if isinstance(v, _RecordedDType):
-            return v.dtype
-        if isinstance(v, dict):
-            out = type(v)() if isinstance(v, (collections.OrderedDict, RecordedEasyDict)) else {}
-            memo[id(v)] = out
-            for key, item in v.items():
-                out[key] = walk(item)
-            return out
-        if isinstance(v, list):
-            out = []
-            memo[id(v)] = out
-            out.extend(walk(item) for item in v)
-            return out
-        if isinstance(v, tuple):
-            return tuple(walk(item) for item in v)
-        if isinstance(v, set):
-            return {walk(item) for item in v}
+def _records(v: Any, walk: Callable[[Any], Any], memo: dict[int, Any]) -> Any:
+    """finish() for the network stand-ins: by-reference modules and persistent objects
+    become `Recorded` (their attribute state walked)."""
+    if isinstance(v, _ByReference):
+        out = getattr(v, "recorded", None)
+        if out is None:
+            raise UnsafePickle(f"{v.qualname} without an attribute state")
+        memo[id(v)] = out
+        out.state = walk(out.state)
+        return out
+    if isinstance(v, Recorded):
+        memo[id(v)] = v
+        v.state = walk(v.state)
         return v
-
-    return walk(value)
+    return NotImplemented
 
 
 def read_published_pickle(file: BinaryIO) -> Any:
@@ -416,13 +284,7 @@ def read_published_pickle(file: BinaryIO) -> Any:
     file.seek(-len(head), io.SEEK_CUR)
     if len(head) < 2 or head[0] != pickle.PROTO[0] or not 2 <= head[1] <= 5:
         raise UnsafePickle("not a pickle of protocol 2 to 5 (a published network pickle starts with one)")
-    try:
-        return finish(_RestrictedUnpickler(file).load())
-    except UnsafePickle:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RecursionError, MemoryError, OverflowError, RuntimeError) as err:
-        raise UnsafePickle(f"damaged pickle ({type(err).__name__}: {str(err)[:80]})") from None
+    return load_restricted(_NetworkUnpickler(file), _records)
 
 
 def plain(value: Any, _active: frozenset = frozenset()) -> Any:

@@ -26,13 +26,12 @@ from creps.data.dataset import (
     NO_IMAGES_HINT,
     FileSource,
     channels_for_mode,
-    decode_image,
     error_reason,
     is_power_of_two,
-    read_header,
     read_labels_file,
     to_mode,
 )
+from creps.data.sources import open_source
 from creps.errors import UserError
 
 TRANSFORMS = ("center-crop", "center-crop-wide")
@@ -272,25 +271,28 @@ def convert_dataset(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Convert the images under `source` (folder or ZIP) into a dataset at `dest`.
+    """Convert the images of `source` (folder, ZIP, CIFAR-10 .tar.gz, MNIST .gz, LMDB; see
+    creps.data.sources) into a dataset at `dest`.
 
-    Labels come from the source's dataset.json, else from class subfolders. Without
+    Labels come from the source's dataset.json, else from class subfolders (or the
+    release's own labels). Without
     `transform`/`resolution` all images must share one size. Returns a summary:
     dest, num_images, skipped, resolution (W, H), num_channels, labels ('source',
-    'subfolders' or None), class_names, warnings.
+    'subfolders', 'release' or None), class_names, warnings.
     """
     size = _check_options(transform, resolution, max_images)
     _check_dest(dest)
 
-    src = FileSource(source, what="--source")
-    all_names = src.image_names()
+    src = open_source(source, _plan_labels)
+    all_names = src.names
     if not all_names:
+        src.close()
         raise UserError(f"--source {source}: no images found ({NO_IMAGES_HINT})")
     names = all_names[:max_images] if max_images is not None else all_names
-    label_kind, labels_by_name, class_names, warnings = _plan_labels(src, all_names)
+    label_kind, labels_by_name, class_names, warnings = src.labels(names)
 
     checking = tqdm(names, desc="checking", unit="img", leave=False, disable=not progress)
-    headers = [read_header(src, n) for n in checking]
+    headers = [src.header(n) for n in checking]
     channels = max(channels_for_mode(mode) for _, mode in headers)
     if size is None:
         _check_same_size(source, names, [image_size for image_size, _ in headers])
@@ -309,7 +311,7 @@ def convert_dataset(
     try:
         with atomic_output(dest) as out:
             for name in tqdm(names, desc="converting", unit="img", disable=not progress):
-                img = apply(to_mode(decode_image(src, name), channels))
+                img = apply(to_mode(src.image(name), channels))
                 if img is None:
                     skipped += 1
                     continue
