@@ -218,8 +218,8 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_ws = 2 * len(self.block_resolutions) + 1
         # Training switch, not part of the architecture: the per-pixel layers (decoders and
         # heads) keep only their inputs for backward and are re-run there. At 256x256 they
-        # hold about 70% of G's saved activations; re-running them adds about a sixth to G's
-        # arithmetic.
+        # hold three quarters of G's saved activations; re-running them adds about a sixth
+        # to G's arithmetic.
         self.recompute = False
 
     def block_ws_rows(self) -> list[list[int]]:
@@ -262,10 +262,7 @@ class SynthesisNetwork(torch.nn.Module):
             feature = new
         feature = self._per_pixel(self._decode, self.decoder_last, feature)
         img = self._decode(self.decoder_img, feature).float()
-        w_last = w_rows[-1]
-        for head in (self.block0, self.block1):
-            feature, out = self._per_pixel(head, feature, w_last)
-            img = img + out
+        img = self._per_pixel(self._heads, feature, w_rows[-1], img)
         return img.reshape(n, rows, cols, self.img_channels).permute(0, 3, 1, 2).contiguous()
 
     def _per_pixel(self, fn, *args):
@@ -275,6 +272,14 @@ class SynthesisNetwork(torch.nn.Module):
         if self.recompute and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
         return fn(*args)
+
+    def _heads(self, feature: torch.Tensor, w: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        """The two per-pixel heads, each adding its RGB residual to img (one recompute segment,
+        so the 128-channel feature between them is never kept)."""
+        for head in (self.block0, self.block1):
+            feature, out = head(feature, w)
+            img = img + out
+        return img
 
     @staticmethod
     def _decode(layer: torch.nn.Module, feature: torch.Tensor) -> torch.Tensor:
