@@ -207,3 +207,40 @@ def test_polyphase_upsampling_matches_reference_over_many_shapes():
                     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
                     checked += 1
     assert checked > 200
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_upfirdn2d_backward_is_the_transposed_operation(seed):
+    """The gradient upfirdn2d gives (its transpose, computed by itself) equals the one autograd
+    derives through the step-by-step operations, over random factors, paddings (negative ones
+    crop), filters (separable, 2-D, one row, none), flips and non-square images."""
+    from creps.ops.upfirdn2d import _upfirdn2d
+
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda lo, hi: int(torch.randint(lo, hi + 1, (), generator=gen))  # noqa: E731
+    for case in range(12):
+        kind = ["separable", "2d", "row", "none"][case % 4]
+        taps = rand(1, 6)
+        f = {"separable": torch.rand(taps, generator=gen, dtype=torch.float64) + 0.1,
+             "2d": torch.rand(rand(1, 4), taps, generator=gen, dtype=torch.float64) + 0.1,
+             "row": torch.rand(1, taps, generator=gen, dtype=torch.float64) + 0.1, "none": None}[kind]
+        up, down = (rand(1, 3), rand(1, 3)), (rand(1, 3), rand(1, 3))
+        pads = tuple(rand(-1, 4) for _ in range(4))
+        flip, gain = bool(rand(0, 1)), [1.0, 2.0][rand(0, 1)]
+        x = torch.randn(2, 3, rand(5, 9), rand(5, 9), generator=gen, dtype=torch.float64, requires_grad=True)
+        y = upfirdn2d(x, f, up=up, down=down, padding=pads, flip_filter=flip, gain=gain)
+        dy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        (ours,) = torch.autograd.grad(y, x, dy)
+        (expected,) = torch.autograd.grad(_upfirdn2d(x, f, up, down, pads, flip, gain), x, dy)
+        torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10,
+                                   msg=lambda m: f"{kind} up={up} down={down} pads={pads} flip={flip}: {m}")
+
+
+def test_upfirdn2d_keeps_only_its_filter_for_backward():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        for kwargs in (dict(up=2, padding=[2, 1, 2, 1]), dict(down=2, padding=1), dict(up=2, down=2, padding=2)):
+            upfirdn2d(x, f, **kwargs)
+    assert kept and all(t.numel() == f.numel() for t in kept)

@@ -31,7 +31,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from creps.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_reference
+from creps.ops.upfirdn2d import (
+    Padding,
+    filter_size,
+    parse_padding,
+    transposed_padding,
+    upfirdn2d,
+    upfirdn2d_reference,
+)
 
 
 def filtered_lrelu_output_size(in_size: tuple[int, int], fu: Optional[torch.Tensor], fd: Optional[torch.Tensor],
@@ -66,18 +73,10 @@ def _resample(x: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int, pa
 def _resample_adjoint(dy: torch.Tensor, f: Optional[torch.Tensor], up: int, down: int,
                       pads: tuple[int, int, int, int], flip_filter: bool, gain: float,
                       in_size: tuple[int, int]) -> torch.Tensor:
-    """Gradient wrt the input of `_resample` (same arguments), for an input of (h, w) `in_size`.
-
-    The adjoint of upsample -> pad -> valid FIR -> downsample is upsample by `down` -> pad ->
-    FIR with the filter reversed -> downsample by `up`: per axis the new leading pad is
-    taps - 1 - pad0, and the trailing pad makes the result exactly as large as the input.
-    """
-    fw, fh = filter_size(f)
-    px0, _, py0, _ = pads
-    (in_h, in_w), (out_h, out_w) = in_size, (dy.shape[2], dy.shape[3])
-    adj = (fw - 1 - px0, in_w * up - out_w * down + px0 - (up - 1),
-           fh - 1 - py0, in_h * up - out_h * down + py0 - (up - 1))
-    return _resample(dy, f, down, up, adj, not flip_filter, gain)
+    """Gradient wrt the input of `_resample` (same arguments), for an input of (h, w) `in_size`:
+    the transposed resampling (see `upfirdn2d.transposed_padding`)."""
+    back = transposed_padding(f, (in_size[1], in_size[0]), (dy.shape[3], dy.shape[2]), (up, up), (down, down), pads)
+    return _resample(dy, f, down, up, back, not flip_filter, gain)
 
 
 def _activation_code(pre: torch.Tensor, act: torch.Tensor, clamp: Optional[float]) -> torch.Tensor:

@@ -16,6 +16,10 @@ or column): upsampling is polyphase (each output phase a short correlation of th
 every up-th tap, so no zero-stuffed image is built or filtered), then `F.pad` and a depthwise
 strided `conv2d`. A full 2-D filter takes zero insertion + `F.pad` + one depthwise conv.
 `upfirdn2d_reference` computes the same sums tap by tap from the definition, for tests.
+
+Backward keeps nothing but the filter: the gradient of this linear operation is the same
+operation transposed (up and down swapped, filter flipped, `transposed_padding`), so the
+padded copies and per-axis intermediates of the forward pass are freed at once.
 """
 
 from __future__ import annotations
@@ -239,14 +243,61 @@ def upfirdn2d(
     flip_filter: bool = False,
     gain: float = 1,
 ) -> torch.Tensor:
-    """Upsample (zeros), pad, FIR-filter and downsample x [N, C, H, W] (see module doc)."""
+    """Upsample (zeros), pad, FIR-filter and downsample x [N, C, H, W] (see module doc).
+
+    With gradients recorded, the operation keeps nothing for its backward pass but the filter:
+    its gradient is the same operation, transposed (see `_UpFirDn2d`)."""
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects [N, C, H, W], got shape {tuple(x.shape)}")
     up_xy = parse_factor(up, "up")
-    down_x, down_y = parse_factor(down, "down")
+    down_xy = parse_factor(down, "down")
     pads = parse_padding(padding)
     _check_sizes(x, f, up_xy, pads)
+    if x.requires_grad and torch.is_grad_enabled() and (f is None or not f.requires_grad):
+        return _UpFirDn2d.apply(x, f, up_xy, down_xy, pads, flip_filter, gain)
+    return _upfirdn2d(x, f, up_xy, down_xy, pads, flip_filter, gain)
 
+
+def transposed_padding(f: Optional[torch.Tensor], in_size: tuple[int, int], out_size: tuple[int, int],
+                       up: tuple[int, int], down: tuple[int, int], pads: tuple[int, int, int, int]
+                       ) -> tuple[int, int, int, int]:
+    """Padding of the transposed operation (up and down swapped, filter flipped) that maps an
+    output-sized gradient back onto the input grid. Per axis, input n, output m, taps t:
+    before' = t - 1 - before, after' = n * up - m * down + before - up + 1."""
+    fw, fh = filter_size(f)
+    (w, h), (ow, oh) = in_size, out_size
+    return (fw - 1 - pads[0], w * up[0] - ow * down[0] + pads[0] - up[0] + 1,
+            fh - 1 - pads[2], h * up[1] - oh * down[1] + pads[2] - up[1] + 1)
+
+
+class _UpFirDn2d(torch.autograd.Function):
+    """upfirdn2d is linear in x: y = A x. Its backward is dx = A^T dy, which is upfirdn2d with
+    up and down swapped, the filter flipped and `transposed_padding`; that call is itself
+    differentiable (double backward for R1 and path-length regularisation). So no image,
+    padded copy or intermediate axis pass is kept for backward."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, pads, flip_filter, gain):
+        y = _upfirdn2d(x, f, up, down, pads, flip_filter, gain)
+        ctx.has_filter = f is not None
+        if ctx.has_filter:
+            ctx.save_for_backward(f)
+        ctx.config = (up, down, pads, flip_filter, gain)
+        ctx.sizes = ((x.shape[3], x.shape[2]), (y.shape[3], y.shape[2]))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        f = ctx.saved_tensors[0] if ctx.has_filter else None
+        up, down, pads, flip_filter, gain = ctx.config
+        back = transposed_padding(f, *ctx.sizes, up, down, pads)
+        dx = upfirdn2d(dy, f, up=down, down=up, padding=back, flip_filter=not flip_filter, gain=gain)
+        return dx, None, None, None, None, None, None
+
+
+def _upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up_xy: tuple[int, int], down_xy: tuple[int, int],
+               pads: tuple[int, int, int, int], flip_filter: bool, gain: float) -> torch.Tensor:
+    down_x, down_y = down_xy
     axis_taps = _axis_taps(_scaled_kernel(f, flip_filter, gain, x))
     if axis_taps is not None:  # one axis at a time; upsampling without zero-stuffed images
         taps_x, taps_y = axis_taps
