@@ -2,7 +2,7 @@
 
 import sys
 
-from creps.cli.metrics import calc_metrics
+from creps.cli.metrics import main
 
 if __name__ == "__main__":
-    sys.exit(calc_metrics(prog="calc_metrics.py"))
+    sys.exit(main(prog="calc_metrics.py"))

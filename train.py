@@ -2,7 +2,7 @@
 
 import sys
 
-from creps.cli.train import train
+from creps.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(train(prog="train.py"))
+    sys.exit(main(prog="train.py"))

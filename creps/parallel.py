@@ -160,15 +160,20 @@ def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, ar
         fn(world, *args)
     finally:
         shutdown()
-    # A rank that finished leaves at once. Interpreter finalization would destroy whatever
-    # the communication backend still holds (worker threads, pending work objects) in an
-    # order it does not control; with gloo this aborted one rank now and then (SIGABRT,
-    # "terminate called without an active exception") after training had succeeded.
+    leave_process(0)
+
+
+def leave_process(code: int) -> None:
+    """End a finished rank's process now, with `code`. Interpreter finalization would destroy
+    whatever the communication backend still holds (worker threads, pending work objects) in
+    an order it does not control; with gloo this aborted one rank now and then (SIGABRT,
+    "terminate called without an active exception") after training had succeeded. Only for
+    processes that are ours: spawned ranks, and torchrun workers running our command line."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 __all__ = ["World", "SINGLE", "init", "shutdown", "device_for", "broadcast_module", "average_gradients",
            "all_sum", "barrier", "broadcast_object", "gather_objects", "owns", "spawn", "launched_by_torchrun",
-           "env_world"]
+           "env_world", "leave_process"]

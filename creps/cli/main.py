@@ -7,9 +7,9 @@ from typing import Callable, Optional, Sequence
 
 
 def _train(argv):
-    from creps.cli.train import train
+    from creps.cli.train import main
 
-    return train(argv, prog="creps train")
+    return main(argv, prog="creps train")
 
 
 def _generate(argv):
@@ -25,9 +25,9 @@ def _dataset(argv):
 
 
 def _metrics(argv):
-    from creps.cli.metrics import calc_metrics
+    from creps.cli.metrics import main
 
-    return calc_metrics(argv, prog="creps metrics")
+    return main(argv, prog="creps metrics")
 
 
 def _video(argv):

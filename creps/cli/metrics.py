@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
-from creps.parallel import SINGLE, World, barrier, device_for, env_world, init, launched_by_torchrun, shutdown, spawn
+from creps.parallel import (SINGLE, World, barrier, device_for, env_world, init, launched_by_torchrun,
+                            leave_process, shutdown, spawn)
 
 EXAMPLES = """examples:
   # a training run: dataset options looked up, results appended to metric-<name>.jsonl
@@ -183,5 +184,9 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
     return run_cli(body)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return calc_metrics(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
+    """The command line (calc_metrics.py, creps ...): calc_metrics(), and a torchrun worker ends its process here."""
+    code = calc_metrics(argv, prog=prog)
+    if launched_by_torchrun() and env_world().size > 1:
+        leave_process(code)  # see creps.parallel.leave_process
+    return code

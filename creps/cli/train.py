@@ -13,7 +13,7 @@ from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_op
 from creps.errors import UserError
 from creps.metrics import Detectors, metric_families, not_implemented_reason
 from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
-                                     shutdown, spawn)
+                            leave_process, shutdown, spawn)
 from creps.train.resume import ResumePlan, check_transfer, continued_config, plan_resume
 
 EXAMPLES = """examples:
@@ -287,5 +287,9 @@ def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optiona
     train_in_run_dir(cfg, plan, Path(run_dir), log, detector, world)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return train(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
+    """The command line (train.py, creps ...): train(), and a torchrun worker ends its process here."""
+    code = train(argv, prog=prog)
+    if launched_by_torchrun() and env_world().size > 1:
+        leave_process(code)  # see creps.parallel.leave_process
+    return code
