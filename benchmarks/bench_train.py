@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--fp32", type=int, default=0)
     p.add_argument("--recompute", type=int, default=1, help="CREPS per-pixel recomputation in backward (train.py --recompute)")
+    p.add_argument("--fused-modconv", type=int, default=None,
+                   help="StyleGAN2/3: 1 trains with the grouped (fused) modulated conv, 0 the shared one (default: as train.py)")
     p.add_argument("--iters", type=int, default=16, help="timed iterations (a multiple of 16 covers every phase)")
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
@@ -54,6 +56,11 @@ def main() -> None:
     cfg = resolve(options, info)
     torch.manual_seed(0)
     nets = build_networks(cfg, device)
+    if a.fused_modconv is not None:
+        for G in (nets.G, nets.G_ema):
+            if not hasattr(G.synthesis, "fused_modconv"):
+                raise SystemExit(f"--fused-modconv: --cfg={a.cfg} has no modulated convolutions")
+            G.synthesis.fused_modconv = bool(a.fused_modconv)
     trainer = Trainer(cfg, nets, device, LabelSampler(np.zeros((1, 0)), 0))
     reals = torch.randint(0, 256, (a.batch, 3, a.res, a.res), dtype=torch.uint8)
     labels = torch.zeros(a.batch, 0)
@@ -83,7 +90,7 @@ def main() -> None:
     sec_per_iter = elapsed / a.iters
     print(json.dumps({
         "cfg": a.cfg, "res": a.res, "batch": a.batch, "batch_gpu": cfg.batch_gpu, "cbase": a.cbase, "cmax": a.cmax,
-        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": cfg.recompute, "iters": a.iters, "warmup": a.warmup,
+        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": cfg.recompute, "fused_modconv": a.fused_modconv, "iters": a.iters, "warmup": a.warmup,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "sec_per_iter": round(sec_per_iter, 4), "sec_per_kimg": round(sec_per_iter / a.batch * 1000, 2),

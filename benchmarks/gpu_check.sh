@@ -14,4 +14,5 @@ bench --cfg=creps --res=256 --batch=32 --iters=16 --warmup=4
 bench --cfg=creps --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4 --fp32=1
 bench --cfg=stylegan2 --res=256 --batch=32 --batch-gpu=16 --cbase=16384 --iters=16 --warmup=4
 bench --cfg=stylegan3-t --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4
+bench --cfg=stylegan3-t --res=256 --batch=32 --batch-gpu=16 --iters=16 --warmup=4 --fused-modconv=1
 timeout 120 python3 benchmarks/bench_metrics.py --batch=64 --iters=8 2>&1 | tail -1 | tee -a "$out/bench.jsonl"
