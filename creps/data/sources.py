@@ -148,7 +148,7 @@ class LmdbSource:
         try:
             self._env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=1, subdir=True)
             with self._env.begin(write=False) as txn:
-                self._keys = [bytes(k) for k, _ in txn.cursor()]
+                self._keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
         except lmdb.Error as e:
             raise UserError(f"--source {path}: cannot be read as LMDB ({e})") from e
         self.names = [f"{i:08d}" for i in range(len(self._keys))]
