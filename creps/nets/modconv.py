@@ -61,7 +61,9 @@ def unfused_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, dc
                  up: int = 1, padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
                  flip_weight: bool = True) -> torch.Tensor:
     """x scaled by the styles [N, I], one conv with weight [O, I, k, k] shared by all samples,
-    then scaled by the demodulation coefficients [N, O] (if any), in x's precision."""
+    then scaled by the demodulation coefficients [N, O] (if any), in x's precision. Without
+    resampling (the filter only matters when up > 1) and with gradients recorded, it runs as
+    `_StyledConv`, which keeps x instead of x * styles for backward."""
     if up == 1 and isinstance(padding, int) and padding >= 0 and torch.is_grad_enabled():
         w = weight if flip_weight or weight.shape[2] * weight.shape[3] == 1 else weight.flip([2, 3])
         return _StyledConv.apply(x, styles, w.to(x.dtype), dcoefs, padding)
@@ -71,6 +73,7 @@ def unfused_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, dc
 def _unfused_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, dcoefs: Optional[torch.Tensor],
                   up: int = 1, padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
                   flip_weight: bool = True) -> torch.Tensor:
+    """The plain expression of `unfused_conv` (autograd keeps x * styles)."""
     n, in_ch = x.shape[0], x.shape[1]
     y = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
     y = conv2d_resample(y, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
