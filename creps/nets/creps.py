@@ -218,7 +218,7 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_ws = 2 * len(self.block_resolutions) + 1
         # Training switch, not part of the architecture: the per-pixel layers (decoders and
         # heads) keep only their inputs for backward and are re-run there. At 256x256 they
-        # hold three quarters of G's saved activations; re-running them adds about a sixth
+        # hold well over half of G's saved activations; re-running them adds about a sixth
         # to G's arithmetic.
         self.recompute = False
 

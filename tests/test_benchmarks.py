@@ -1,0 +1,34 @@
+"""The benchmark scripts run and print what they promise (tiny networks; no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--res=32", "--cbase=1024", "--cmax=64"]
+
+
+def bench(script: str, *args: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_saved_shows_what_recompute_keeps():
+    on = bench("bench_saved.py", "--cfg=creps", *TINY, "--fp32=1")
+    off = bench("bench_saved.py", "--cfg=creps", *TINY, "--fp32=1", "--recompute=0")
+    assert on["recompute"] is True and off["recompute"] is False
+    assert 0 < on["G_saved_mb_per_image"] < 0.6 * off["G_saved_mb_per_image"]
+    assert on["D_saved_mb_per_image"] == off["D_saved_mb_per_image"] > 0
+
+
+def test_bench_train_prints_one_json_line():
+    out = bench("bench_train.py", "--cfg=stylegan2", *TINY, "--batch=4", "--mbstd-group=2", "--iters=1", "--warmup=1",
+                "--fused-modconv=1")
+    assert out["cfg"] == "stylegan2" and out["fused_modconv"] == 1 and out["sec_per_kimg"] > 0
