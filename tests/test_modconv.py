@@ -74,3 +74,78 @@ def test_keeps_x_not_the_scaled_copy():
         kept[fn.__name__] = sum(storages.values())
     image = x.numel() * 4
     assert kept["_unfused_conv"] - kept["unfused_conv"] >= image  # one input-sized tensor fewer
+
+
+# ---------------------------------------------------------------------------------------
+# CREPS's modulated linear layer keeps x, weight and styles, not the per-sample weights.
+
+
+def linear_inputs(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 7, 6, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(5, 6, generator=g, dtype=dtype, requires_grad=True)
+    styles = (torch.rand(3, 6, generator=g, dtype=dtype) + 0.5).requires_grad_(True)
+    return x, weight, styles
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_linear_derivatives_equal_the_plain_expression(demodulate):
+    from creps.nets.creps import _modulated_linear, modulated_linear
+
+    leaves = list(linear_inputs())
+    results = []
+    for fn in (modulated_linear, _modulated_linear):
+        y = fn(*leaves, demodulate)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+        plain_first = torch.autograd.grad(y, leaves, dy, retain_graph=True)  # the hand-written backward
+        first = torch.autograd.grad(y, leaves, dy, create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in first), leaves)
+        results.append((y, first, second, plain_first))
+    (y_a, *grads_a), (y_b, *grads_b) = results
+    torch.testing.assert_close(y_a, y_b, rtol=0, atol=0)
+    for group_a, group_b in zip(grads_a, grads_b):
+        for a, b in zip(group_a, group_b):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_modulated_linear_gradcheck_and_gradgradcheck():
+    from creps.nets.creps import modulated_linear
+
+    for demodulate in (True, False):
+        fn = lambda x, w, s: modulated_linear(x, w, s, demodulate)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, linear_inputs())
+        assert torch.autograd.gradgradcheck(fn, linear_inputs())
+
+
+def test_modulated_linear_under_bfloat16_autocast():
+    from creps.nets.creps import _modulated_linear, modulated_linear
+
+    leaves = [t.detach().float().requires_grad_(True) for t in linear_inputs(seed=3)]
+    outs, grads = [], []
+    for fn in (modulated_linear, _modulated_linear):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fn(*leaves, True)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.float().square().sum(), leaves))
+    assert outs[0].dtype == torch.bfloat16 and torch.equal(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_modulated_linear_keeps_no_per_sample_weights():
+    from creps.nets.creps import _modulated_linear, modulated_linear
+
+    x = torch.randn(4, 16, 256, requires_grad=True)
+    weight = torch.randn(256, 256, requires_grad=True)
+    styles = torch.rand(4, 256, requires_grad=True)
+    kept = {}
+    for fn in (modulated_linear, _modulated_linear):
+        storages = {}
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: storages.__setitem__(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) or t,
+                lambda t: t):
+            fn(x, weight, styles, True)
+        kept[fn.__name__] = sum(storages.values())
+    assert kept["modulated_linear"] == (x.numel() + weight.numel() + styles.numel()) * 4
+    assert kept["_modulated_linear"] >= kept["modulated_linear"] + 2 * 4 * 256 * 256 * 4  # >= two [N, O, I] copies
