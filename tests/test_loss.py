@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from conftest import saved_bytes
 from creps.config import DatasetInfo, OptimizerConfig, TrainOptions, resolve
 from creps.nets.creps import Generator
 from creps.nets.discriminator import Discriminator
@@ -351,19 +352,6 @@ def test_accumulated_gradient_of_one_phase(base_networks):
 
 # ---------------------------------------------------------------------------------------
 # --recompute: CREPS's per-pixel layers re-run in backward instead of keeping activations.
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd keeps for backward while fn() runs."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
 
 
 def test_recompute_keeps_a_fraction_of_the_per_pixel_activations():

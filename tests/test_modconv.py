@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import saved_bytes
 from creps.nets.modconv import _unfused_conv, unfused_conv
 
 CASES = [(3, 1, True, True), (3, 1, False, True), (1, 0, True, False), (3, 2, True, False)]
@@ -64,14 +65,8 @@ def test_keeps_x_not_the_scaled_copy():
     styles = torch.rand(4, 64, requires_grad=True)
     weight = torch.randn(64, 64, 3, 3, requires_grad=True)
     dcoefs = torch.rand(4, 64, requires_grad=True)
-    kept = {}
-    for fn in (unfused_conv, _unfused_conv):
-        storages = {}
-        with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: storages.__setitem__(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) or t,
-                lambda t: t):
-            fn(x, weight, styles, dcoefs, padding=1)
-        kept[fn.__name__] = sum(storages.values())
+    kept = {fn.__name__: saved_bytes(lambda: fn(x, weight, styles, dcoefs, padding=1))
+            for fn in (unfused_conv, _unfused_conv)}
     image = x.numel() * 4
     assert kept["_unfused_conv"] - kept["unfused_conv"] >= image  # one input-sized tensor fewer
 
@@ -139,13 +134,6 @@ def test_modulated_linear_keeps_no_per_sample_weights():
     x = torch.randn(4, 16, 256, requires_grad=True)
     weight = torch.randn(256, 256, requires_grad=True)
     styles = torch.rand(4, 256, requires_grad=True)
-    kept = {}
-    for fn in (modulated_linear, _modulated_linear):
-        storages = {}
-        with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: storages.__setitem__(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) or t,
-                lambda t: t):
-            fn(x, weight, styles, True)
-        kept[fn.__name__] = sum(storages.values())
+    kept = {fn.__name__: saved_bytes(lambda: fn(x, weight, styles, True)) for fn in (modulated_linear, _modulated_linear)}
     assert kept["modulated_linear"] == (x.numel() + weight.numel() + styles.numel()) * 4
     assert kept["_modulated_linear"] >= kept["modulated_linear"] + 2 * 4 * 256 * 256 * 4  # >= two [N, O, I] copies
