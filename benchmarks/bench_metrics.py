@@ -19,6 +19,7 @@ import torch
 
 from creps.metrics.inception import InceptionV3
 from creps.metrics.vgg16 import VGG16
+from common import add_device_options, device_from  # benchmarks/common.py
 
 
 def images_per_second(run: Callable[[], None], images: int, iters: int, warmup: int, sync: Callable[[], None]) -> float:
@@ -37,12 +38,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_device_options(p)
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_from(a)
 
     def sync() -> None:
         if device.type == "cuda":

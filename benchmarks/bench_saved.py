@@ -19,6 +19,7 @@ import torch
 
 from creps.config import DatasetInfo, TrainOptions, resolve
 from creps.train.step import build_networks
+from common import add_device_options, device_from  # benchmarks/common.py
 
 
 def saved_bytes(run: Callable[[], object]) -> int:
@@ -42,9 +43,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1, help="the smaller of the two batches (the other is one more)")
     p.add_argument("--fp32", type=int, default=0, help="1: float32; 0: bfloat16 autocast, as training on a GPU")
     p.add_argument("--recompute", type=int, default=1, help="CREPS per-pixel recomputation (train.py --recompute)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    add_device_options(p)
     a = p.parse_args()
-    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_from(a)
     options = TrainOptions(outdir="-", cfg=a.cfg, data="-", gpus=1, batch=8, gamma=1.0, aug="noaug",
                            cbase=a.cbase, cmax=a.cmax, metrics=(), fp32=bool(a.fp32), recompute=bool(a.recompute))
     info = DatasetInfo(path="-", name="random", resolution=a.res, channels=3, size=1000, has_labels=False,

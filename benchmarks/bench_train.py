@@ -21,6 +21,7 @@ import torch
 from creps.config import DatasetInfo, TrainOptions, resolve
 from creps.train.feed import LabelSampler
 from creps.train.step import Trainer, build_networks
+from common import add_device_options, device_from  # benchmarks/common.py
 
 
 def main() -> None:
@@ -40,12 +41,9 @@ def main() -> None:
                    help="StyleGAN2/3: 1 trains with the grouped (fused) modulated conv, 0 the shared one (default: as train.py)")
     p.add_argument("--iters", type=int, default=16, help="timed iterations (a multiple of 16 covers every phase)")
     p.add_argument("--warmup", type=int, default=4)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_device_options(p)
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_from(a)
 
     options = TrainOptions(outdir="-", cfg=a.cfg, data="-", gpus=1, batch=a.batch, gamma=a.gamma, aug="noaug",
                            batch_gpu=a.batch_gpu, cbase=a.cbase, cmax=a.cmax, map_depth=a.map_depth,

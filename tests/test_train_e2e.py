@@ -245,15 +245,20 @@ def test_a_metric_for_another_network_stops_before_the_run_dir(flags, message, d
     assert not run_dirs(outdir)
 
 
-def test_ppl_without_vgg16_weights_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
-    """Offline, --metrics=ppl2_wend names the VGG16 file to fetch; nothing is written."""
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network: every download fails; the cache is an empty folder under tmp_path."""
     import creps.download as download
 
-    def offline(url, dest, timeout=60.0):
+    def unreachable(url, dest, timeout=60.0):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(download, "download_file", offline)
+    monkeypatch.setattr(download, "download_file", unreachable)
     monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_ppl_without_vgg16_weights_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch, offline):
+    """Offline, --metrics=ppl2_wend names the VGG16 file to fetch; nothing is written."""
     for var in ("CREPS_VGG16", "CREPS_LPIPS"):
         monkeypatch.delenv(var, raising=False)
     outdir = tmp_path / "runs"
@@ -264,15 +269,8 @@ def test_ppl_without_vgg16_weights_stops_before_the_run_dir(dataset, tmp_path, c
     assert not run_dirs(outdir)
 
 
-def test_resume_from_a_url_offline_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+def test_resume_from_a_url_offline_stops_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch, offline):
     """--resume=URL downloads into the cache; offline, one line says where to put the file."""
-    import creps.download as download
-
-    def offline(url, dest, timeout=60.0):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(download, "download_file", offline)
-    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
     outdir = tmp_path / "runs"
     code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004",
                   "--resume=https://example.com/models/net.pkl"])
@@ -284,15 +282,8 @@ def test_resume_from_a_url_offline_stops_before_the_run_dir(dataset, tmp_path, c
     assert not run_dirs(outdir) and not list((tmp_path / "cache").rglob("*.pkl"))
 
 
-def test_metrics_without_a_detector_stop_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch):
+def test_metrics_without_a_detector_stop_before_the_run_dir(dataset, tmp_path, capsys, monkeypatch, offline):
     """Offline and no detector file: one line that says where to get it; nothing written."""
-    import creps.download as download
-
-    def offline(url, dest, timeout=60.0):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(download, "download_file", offline)
-    monkeypatch.setenv("CREPS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CREPS_DETECTOR", raising=False)
     outdir = tmp_path / "runs"
     code = train([f"--outdir={outdir}", f"--data={dataset}", *TINY, "--kimg=0.004", "--metrics=fid50k_full"])
