@@ -10,6 +10,7 @@ trainer's own: G main, G path length every 4, D main, D R1 every 16 iterations.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import resource
@@ -52,13 +53,13 @@ def main() -> None:
     info = DatasetInfo(path="-", name="random", resolution=a.res, channels=3, size=1000, has_labels=False,
                        label_dim=0)
     cfg = resolve(options, info)
+    if a.fused_modconv is not None:
+        try:
+            cfg = dataclasses.replace(cfg, G=dataclasses.replace(cfg.G, fused_modconv=bool(a.fused_modconv)))
+        except TypeError:
+            raise SystemExit(f"--fused-modconv: --cfg={a.cfg} has no modulated convolutions") from None
     torch.manual_seed(0)
     nets = build_networks(cfg, device)
-    if a.fused_modconv is not None:
-        for G in (nets.G, nets.G_ema):
-            if not hasattr(G.synthesis, "fused_modconv"):
-                raise SystemExit(f"--fused-modconv: --cfg={a.cfg} has no modulated convolutions")
-            G.synthesis.fused_modconv = bool(a.fused_modconv)
     trainer = Trainer(cfg, nets, device, LabelSampler(np.zeros((1, 0)), 0))
     reals = torch.randint(0, 256, (a.batch, 3, a.res, a.res), dtype=torch.uint8)
     labels = torch.zeros(a.batch, 0)

@@ -12,26 +12,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from creps.errors import UserError
+from creps.metrics.spec import check_network_can, parse_metric_name
+from creps.nets.discriminator import DiscriminatorConfig
+from creps.nets.family import GeneratorOptions, Preset
+from creps.nets.registry import CONFIG_NAMES, PRESET_FAMILY, PRESETS, config_from_record, config_record
 
-CONFIGS = ("creps", "stylegan3-t", "stylegan3-r", "stylegan2")
 AUG_MODES = ("noaug", "ada", "fixed")
-
-# Metric names of the published code; the numbered family (fid1k_full, kid10k_full, ...)
-# is accepted too. creps.metrics computes them (and says which are not implemented yet).
-PUBLISHED_METRICS = (
-    "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
-    "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
-)
-_METRIC_FAMILY = re.compile(r"^(fid|kid|is)\d+k?(_full)?$|^pr\d+k?3(_full)?$|^eqt\d+k?_(int|frac)$|^eq[rs]\d+k?$"
-                            r"|^(ppl2_wend|ppl_[zw](full|end))(\d+k?)?$")
-
-
-def is_valid_metric(name: str) -> bool:
-    return name in PUBLISHED_METRICS or bool(_METRIC_FAMILY.match(name))
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,35 +97,6 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    arch: str  # one of CONFIGS
-    z_dim: int
-    w_dim: int
-    c_dim: int
-    img_resolution: int
-    img_channels: int
-    channel_base: int
-    channel_max: int
-    mapping_layers: int
-    clamp: Optional[float] = 256  # fc/conv output clamp; None disables (--fp32)
-    magnitude_ema_beta: Optional[float] = None  # StyleGAN3 only
-    conv_kernel: int = 3  # StyleGAN3-R uses 1
-    use_radial_filters: bool = False  # StyleGAN3-R
-
-
-@dataclass(frozen=True)
-class DiscriminatorConfig:
-    c_dim: int
-    img_resolution: int
-    img_channels: int
-    channel_base: int
-    channel_max: int
-    mbstd_group_size: int
-    freeze_layers: int
-    conv_clamp: Optional[float] = 256
-
-
-@dataclass(frozen=True)
 class OptimizerConfig:
     lr: float
     betas: tuple[float, float] = (0.0, 0.99)
@@ -166,9 +127,9 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    cfg: str
+    preset: str  # the train.py --cfg it was resolved from
     data: DataConfig
-    G: GeneratorConfig
+    G: Any  # the config of G's family (creps.nets.creps.CrepsConfig, ...)
     D: DiscriminatorConfig
     G_opt: OptimizerConfig
     D_opt: OptimizerConfig
@@ -189,68 +150,43 @@ class TrainConfig:
     resume: Optional[str]
     run_desc: str
     outdir: str
-    grid: Optional[tuple[int, int]] = None  # None: the published grid size for the resolution
-    recompute: bool = True  # CREPS: per-pixel layers recomputed in backward (less memory, same gradients)
-    extra: dict[str, Any] = field(default_factory=dict)
+    grid: Optional[tuple[int, int]] = None  # None: the default grid size for the resolution and device
+    recompute: bool = True  # per-pixel layers recomputed in backward where the family can (less memory)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(dataclasses.asdict(self), G=config_record(self.G), D=config_record(self.D))
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        return json.dumps(self.to_dict(), indent=2)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":
-        return _from_dict(TrainConfig, d)
+        """The config of a file (snapshot, training state, training_options.json), of this
+        format or format 1; ValueError naming what does not fit."""
+        if "cfg" in d and "preset" not in d:
+            d = upgrade_format1(d)
+        kwargs = {}
+        for f in dataclasses.fields(TrainConfig):
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            if f.name in ("G", "D"):
+                value = config_from_record(value, f"the recorded {f.name}")
+            elif f.name in _NESTED:
+                value = _NESTED[f.name](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+        return TrainConfig(**kwargs)
 
 
-def _from_dict(cls, d: dict[str, Any]):
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        value = d[f.name]
-        sub = _NESTED.get(f.name)
-        if sub is not None and isinstance(value, dict) and cls is TrainConfig:
-            value = _from_dict(sub, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-_NESTED = {
-    "data": DataConfig, "G": GeneratorConfig, "D": DiscriminatorConfig, "G_opt": OptimizerConfig,
-    "D_opt": OptimizerConfig, "loss": LossConfig, "augment": AugmentConfig,
-}
+_NESTED = {"data": DataConfig, "G_opt": OptimizerConfig, "D_opt": OptimizerConfig, "loss": LossConfig,
+           "augment": AugmentConfig}
 
 
 # ---------------------------------------------------------------------------------------
 # Presets and rules.
 
-
-@dataclass(frozen=True)
-class Preset:
-    """Per --cfg defaults of the published train.py."""
-
-    mapping_layers: int
-    glr: float
-    g_capacity_factor: int = 1  # creps and stylegan3-r double cbase/cmax for G
-    lazy_g_reg: bool = False  # path-length regularisation every 4 minibatches
-    pl_weight: float = 0.0
-    style_mixing_prob: float = 0.0
-    pl_no_weight_grad: bool = False
-    stylegan3: bool = False
-    conv_kernel: int = 3
-    use_radial_filters: bool = False
-    blur_init_sigma: float = 0.0
-
-
-PRESETS: dict[str, Preset] = {
-    "creps": Preset(mapping_layers=8, glr=0.002, g_capacity_factor=2, lazy_g_reg=True, pl_weight=2),
-    "stylegan2": Preset(mapping_layers=8, glr=0.002, lazy_g_reg=True, pl_weight=2, style_mixing_prob=0.9,
-                        pl_no_weight_grad=True),
-    "stylegan3-t": Preset(mapping_layers=2, glr=0.0025, stylegan3=True),
-    "stylegan3-r": Preset(mapping_layers=2, glr=0.0025, stylegan3=True, g_capacity_factor=2, conv_kernel=1,
-                          use_radial_filters=True, blur_init_sigma=10),
-}
 
 D_REG_INTERVAL = 16
 G_REG_INTERVAL = 4
@@ -259,11 +195,6 @@ G_REG_INTERVAL = 4
 def ema_kimg_for_batch(batch_size: int) -> float:
     """Half-life of the generator EMA in kimg: 10 kimg at batch 32, proportional to batch."""
     return batch_size * 10 / 32
-
-
-def magnitude_ema_beta_for_batch(batch_size: int) -> float:
-    """StyleGAN3 magnitude EMA decay per minibatch: half-life of 20 kimg."""
-    return 0.5 ** (batch_size / (20 * 1e3))
 
 
 def run_description(cfg: str, dataset_name: str, gpus: int, batch: int, gamma: float, desc: Optional[str]) -> str:
@@ -282,8 +213,8 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 def check_options(o: TrainOptions) -> None:
     """Validation that needs no dataset. Raises UserError naming the flag and the fix."""
-    if o.cfg not in CONFIGS:
-        raise UserError(f"--cfg: unknown config {o.cfg!r}; choose one of {', '.join(CONFIGS)}")
+    if o.cfg not in CONFIG_NAMES:
+        raise UserError(f"--cfg: unknown config {o.cfg!r}; choose one of {', '.join(CONFIG_NAMES)}")
     if o.aug not in AUG_MODES:
         raise UserError(f"--aug: unknown mode {o.aug!r}; choose one of {', '.join(AUG_MODES)}")
     for name in ("gpus", "batch", "cbase", "cmax", "mbstd_group", "snap", "workers"):
@@ -311,50 +242,46 @@ def check_options(o: TrainOptions) -> None:
                         "lower --mbstd-group or raise --batch-gpu")
     if batch_gpu % o.mbstd_group != 0:
         raise UserError(f"--batch-gpu={batch_gpu} must be a multiple of --mbstd-group={o.mbstd_group}")
-    bad = [m for m in o.metrics if not is_valid_metric(m)]
-    if bad:
-        raise UserError(f"--metrics: unknown metric {bad[0]!r}; valid names: {', '.join(PUBLISHED_METRICS)}, "
-                        "none (or another sample count, e.g. fid1k_full)")
     for name in o.metrics:
-        if re.match(r"^eq[tr]\d", name) and o.cfg not in ("stylegan3-t", "stylegan3-r"):
-            raise UserError(f"--metrics={name}: translation/rotation equivariance is a StyleGAN3 metric; "
-                            f"--cfg={o.cfg} does not take a user transform (for creps use eqs50k)")
-        if re.match(r"^eqs\d", name) and o.cfg != "creps":
-            raise UserError(f"--metrics={name}: scale consistency needs a network that renders at any scale "
-                            f"(--cfg=creps), not --cfg={o.cfg}")
+        try:
+            parse_metric_name(name)
+            check_network_can(name, PRESET_FAMILY[o.cfg], f"--cfg={o.cfg}")
+        except UserError as err:
+            raise UserError(f"--metrics: {err}") from None
     if o.grid is not None:
         parse_grid(o.grid)
     if o.desc is not None and not re.fullmatch(r"[A-Za-z0-9._+=-]+", o.desc):
         raise UserError(f"--desc={o.desc!r}: use letters, digits and . _ + = - only (it becomes part of a directory name)")
 
 
+def generator_options(o: TrainOptions, preset: Preset, dataset: DatasetInfo) -> GeneratorOptions:
+    """What train.py decides for G: z and w of 512, the data's size, channels and classes, the
+    capacity (times the preset's factor), the mapping depth and the clamp (none with --fp32)."""
+    return GeneratorOptions(
+        z_dim=512, w_dim=512, c_dim=dataset.label_dim if o.cond else 0, img_resolution=dataset.resolution,
+        img_channels=dataset.channels, channel_base=o.cbase * preset.capacity_factor,
+        channel_max=o.cmax * preset.capacity_factor,
+        mapping_layers=preset.mapping_layers if o.map_depth is None else o.map_depth,
+        clamp=None if o.fp32 else 256.0, batch_size=o.batch,
+    )
+
+
 def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
-    """Flags + dataset facts -> the full training configuration."""
+    """Flags + dataset facts -> the configuration of a new run (what --resume changes is
+    creps.train.resume's business)."""
     check_options(o)
     if o.cond and not dataset.has_labels:
         raise UserError(f"--cond=1 needs labels, but {dataset.path} has none; add a dataset.json "
                         "(dataset_tool.py writes one from class subfolders) or use --cond=0")
     preset = PRESETS[o.cfg]
-    batch_gpu = o.batch_gpu or o.batch // o.gpus
-    c_dim = dataset.label_dim if o.cond else 0
-    g_factor = preset.g_capacity_factor
-    clamp = None if o.fp32 else 256.0
-    G = GeneratorConfig(
-        arch=o.cfg, z_dim=512, w_dim=512, c_dim=c_dim, img_resolution=dataset.resolution,
-        img_channels=dataset.channels, channel_base=o.cbase * g_factor, channel_max=o.cmax * g_factor,
-        mapping_layers=preset.mapping_layers if o.map_depth is None else o.map_depth, clamp=clamp,
-        magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch) if preset.stylegan3 else None,
-        conv_kernel=preset.conv_kernel, use_radial_filters=preset.use_radial_filters,
-    )
+    g = generator_options(o, preset, dataset)
     D = DiscriminatorConfig(
-        c_dim=c_dim, img_resolution=dataset.resolution, img_channels=dataset.channels, channel_base=o.cbase,
-        channel_max=o.cmax, mbstd_group_size=o.mbstd_group, freeze_layers=o.freezed, conv_clamp=clamp,
+        c_dim=g.c_dim, img_resolution=dataset.resolution, img_channels=dataset.channels, channel_base=o.cbase,
+        channel_max=o.cmax, mbstd_group_size=o.mbstd_group, freeze_layers=o.freezed, conv_clamp=g.clamp,
     )
-    resuming = o.resume is not None
     loss = LossConfig(
         r1_gamma=o.gamma, pl_weight=preset.pl_weight, pl_no_weight_grad=preset.pl_no_weight_grad,
-        style_mixing_prob=preset.style_mixing_prob,
-        blur_init_sigma=0.0 if resuming else preset.blur_init_sigma,
+        style_mixing_prob=preset.style_mixing_prob, blur_init_sigma=preset.blur_init_sigma,
         blur_fade_kimg=o.batch * 200 / 32 if preset.blur_init_sigma else 0.0,
     )
     if o.aug == "noaug":
@@ -362,20 +289,44 @@ def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
     elif o.aug == "fixed":
         augment = AugmentConfig(mode="fixed", p=o.p)
     else:
-        augment = AugmentConfig(mode="ada", p=0.0, target=o.target, ada_kimg=100 if resuming else 500)
+        augment = AugmentConfig(mode="ada", p=0.0, target=o.target)
     data = DataConfig(
         path=dataset.path, name=dataset.name, resolution=dataset.resolution, channels=dataset.channels,
-        size=dataset.size, use_labels=o.cond, label_dim=c_dim, xflip=o.mirror, workers=o.workers,
+        size=dataset.size, use_labels=o.cond, label_dim=g.c_dim, xflip=o.mirror, workers=o.workers,
     )
     return TrainConfig(
-        cfg=o.cfg, data=data, G=G, D=D,
+        preset=o.cfg, data=data, G=preset.generator(g), D=D,
         G_opt=OptimizerConfig(lr=preset.glr if o.glr is None else o.glr,
                               reg_interval=G_REG_INTERVAL if preset.lazy_g_reg else None),
         D_opt=OptimizerConfig(lr=o.dlr, reg_interval=D_REG_INTERVAL),
-        loss=loss, augment=augment, num_gpus=o.gpus, batch_size=o.batch, batch_gpu=batch_gpu,
-        ema_kimg=ema_kimg_for_batch(o.batch), ema_rampup=None if resuming else 0.05,
+        loss=loss, augment=augment, num_gpus=o.gpus, batch_size=o.batch, batch_gpu=o.batch_gpu or o.batch // o.gpus,
+        ema_kimg=ema_kimg_for_batch(o.batch), ema_rampup=0.05,
         total_kimg=o.kimg, kimg_per_tick=o.tick, snapshot_ticks=o.snap, metrics=tuple(o.metrics), seed=o.seed,
         fp32=o.fp32, cudnn_benchmark=not o.nobench, recompute=o.recompute, resume=o.resume,
         run_desc=run_description(o.cfg, dataset.name, o.gpus, o.batch, o.gamma, o.desc), outdir=o.outdir,
         grid=parse_grid(o.grid) if o.grid is not None else None,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Configs written by format 1 (a flat GeneratorConfig with `arch` and one `clamp`, the
+# --cfg in `cfg`): the same networks, as the presets of that time built them.
+
+_FORMAT1_G_SIZES = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "channel_base", "channel_max",
+                    "mapping_layers")
+
+
+def upgrade_format1(d: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 TrainConfig dict in today's layout."""
+    old_g = d["G"]
+    if old_g.get("arch") not in PRESETS:
+        raise ValueError(f"the recorded network {old_g.get('arch')!r} is not one creps builds")
+    preset = PRESETS[old_g["arch"]]
+    options = GeneratorOptions(**{k: old_g[k] for k in _FORMAT1_G_SIZES}, clamp=old_g.get("clamp"),
+                               batch_size=d.get("batch_size", 32))
+    G = preset.generator(options)
+    kept = {k: old_g[k] for k in ("magnitude_ema_beta", "conv_kernel", "use_radial_filters")
+            if old_g.get(k) is not None and k in {f.name for f in dataclasses.fields(G)}}
+    G = dataclasses.replace(G, **kept)
+    new = {k: v for k, v in d.items() if k not in ("cfg", "extra")}
+    return dict(new, preset=d["cfg"], G=config_record(G), D={"family": "stylegan2-discriminator", **d["D"]})

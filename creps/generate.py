@@ -2,7 +2,8 @@
 
 Seeds become latents exactly as the published `gen_images.py` does
 (`np.random.RandomState(seed).randn(1, z_dim)`), so the same weights and seed give the same
-image. CREPS generators render at any scale or explicit output size.
+image. Networks that can (CREPS) render at any scale or explicit output size; networks that
+take a user transform (StyleGAN3) render translated and rotated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from PIL import Image
 
 from creps.atomic import atomic_write_bytes
-from creps.data.tool import png_bytes as encode_png
+from creps.data.tool import png_bytes
+from creps.nets.registry import Capability, family_of
+from creps.nets.stylegan3 import make_transform
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -54,22 +57,59 @@ def one_hot(class_idx: Optional[int], c_dim: int, batch: int = 1) -> Optional[to
     return c
 
 
+def describe(G: torch.nn.Module) -> str:
+    """'a stylegan2 network (32x32)': what a user is told a network is."""
+    return f"a {family_of(G).name} network ({G.img_resolution}x{G.img_resolution})"
+
+
 def supports_any_scale(G: torch.nn.Module) -> bool:
-    return hasattr(G, "synthesis") and hasattr(G.synthesis, "block_ws_rows")
+    return family_of(G).can(Capability.ANY_SCALE)
+
+
+def scale_kwargs(G: torch.nn.Module, scale: Optional[float] = None,
+                 size: Optional[Union[int, Sequence[int]]] = None) -> dict:
+    """The synthesis arguments of a render at `scale` x native or at an explicit `size`; a
+    ValueError naming the network when it renders at its native size only."""
+    if scale in (None, 1, 1.0) and size is None:
+        return {}
+    if not supports_any_scale(G):
+        raise ValueError(f"--scale/--size: this is {describe(G)}, which renders at its native "
+                         f"{G.img_resolution}x{G.img_resolution} only (CREPS networks render at any size)")
+    return {"scale": scale} if size is None else {"size": size}
+
+
+def user_transform(G: torch.nn.Module) -> torch.Tensor:
+    """The 3x3 user-transform buffer of a network that takes one (StyleGAN3); ValueError otherwise."""
+    family = family_of(G)
+    if not family.can(Capability.USER_TRANSFORM):
+        raise ValueError(f"--translate/--rotate: this is {describe(G)}; only StyleGAN3 networks take a user transform")
+    return family.transform_buffer(G)
+
+
+def set_transform(G: torch.nn.Module, translate: Sequence[float] = (0.0, 0.0), angle_deg: float = 0.0) -> None:
+    """Render G translated by `translate` (image units) and rotated by `angle_deg` degrees from
+    now on, as the published gen_images.py sets it: the input takes inv(make_transform(...))."""
+    buffer = user_transform(G)
+    with torch.no_grad():
+        buffer.copy_(torch.linalg.inv(make_transform(translate, angle_deg)).to(buffer))
+
+
+@torch.no_grad()
+def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", scale: Optional[float] = None,
+               size: Optional[Union[int, Sequence[int]]] = None, **kwargs) -> torch.Tensor:
+    """Images of ws [N, num_ws, w_dim], float32 NCHW in about [-1, 1] (unclamped); at any scale
+    or size for networks that can. `kwargs` go to the synthesis network (e.g. force_fp32)."""
+    return G.synthesis(ws, noise_mode=noise_mode, **scale_kwargs(G, scale, size), **kwargs).float()
 
 
 @torch.no_grad()
 def render(G: torch.nn.Module, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1.0,
            noise_mode: str = "const", scale: Optional[float] = None,
            size: Optional[Union[int, Sequence[int]]] = None) -> torch.Tensor:
-    """Images in [-1, 1]-ish float32 NCHW (unclamped), as G computes them."""
+    """Images of latents z (and labels c) as `synthesize` returns them."""
     device = next(G.parameters()).device
-    kwargs = {"noise_mode": noise_mode}
-    if scale not in (None, 1, 1.0) or size is not None:
-        if not supports_any_scale(G):
-            raise ValueError("only CREPS networks render at another scale or size")
-        kwargs.update({"scale": scale} if size is None else {"size": size})
-    return G(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi, **kwargs).float()
+    ws = G.mapped_ws(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi)
+    return synthesize(G, ws, noise_mode=noise_mode, scale=scale, size=size)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -77,15 +117,11 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """uint8 HWC (C = 1 or 3) -> PNG file contents."""
+def write_png(path: Union[str, Path], array: np.ndarray) -> None:
+    """uint8 HWC (C = 1 or 3) -> a PNG file, whole or not at all."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    return encode_png(Image.fromarray(array))
-
-
-def write_png(path: Union[str, Path], array: np.ndarray) -> None:
-    atomic_write_bytes(path, png_bytes(array))
+    atomic_write_bytes(path, png_bytes(Image.fromarray(array)))
 
 
 def grid_shape(resolution: int, n_max: Optional[int] = None) -> tuple[int, int]:

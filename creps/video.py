@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from creps.generate import image_grid, supports_any_scale, to_uint8
+from creps.generate import image_grid, synthesize, to_uint8
 
 Grid = tuple[int, int]  # (width, height) in images, as --grid=WxH
 Size = Union[int, Sequence[int]]
@@ -127,17 +127,6 @@ def frame_times(num_keyframes: int, w_frames: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", scale: Optional[float] = None,
-               size: Optional[Size] = None) -> torch.Tensor:
-    """Images of ws [N, num_ws, w_dim], float32 NCHW in about [-1, 1]; CREPS at any scale or size."""
-    kwargs = {"noise_mode": noise_mode}
-    if scale not in (None, 1, 1.0) or size is not None:
-        if not supports_any_scale(G):
-            raise ValueError("only CREPS networks render at another scale or size")
-        kwargs.update({"scale": scale} if size is None else {"size": size})
-    return G.synthesis(ws, **kwargs).float()
-
-
 def grid_frames(G: torch.nn.Module, ws: torch.Tensor, w_frames: int, noise_mode: str = "const",
                 scale: Optional[float] = None, size: Optional[Size] = None, batch_size: Optional[int] = 1,
                 progress: bool = True) -> Iterator[np.ndarray]:

@@ -9,7 +9,6 @@ import re
 import pytest
 
 from creps.config import (
-    CONFIGS,
     DatasetInfo,
     TrainConfig,
     TrainOptions,
@@ -18,6 +17,9 @@ from creps.config import (
     run_description,
 )
 from creps.errors import UserError
+from creps.nets.registry import CONFIG_NAMES as CONFIGS
+from creps.nets.registry import family_of
+from creps.train.resume import transfer_config
 
 
 def info(resolution: int = 32, has_labels: bool = False, label_dim: int = 0, name: str = "shapes") -> DatasetInfo:
@@ -68,7 +70,7 @@ def test_ema_kimg_scales_with_batch(batch):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_resume_disables_rampup_and_shortens_ada(name):
     fresh = cfg_of(cfg=name)
-    resumed = cfg_of(cfg=name, resume="/runs/network-snapshot-000100.safetensors")
+    resumed = transfer_config(cfg_of(cfg=name, resume="/runs/network-snapshot-000100.safetensors"))
     assert fresh.ema_rampup == pytest.approx(0.05) and resumed.ema_rampup is None
     assert fresh.augment.mode == "ada" and fresh.augment.ada_kimg == 500
     assert resumed.augment.ada_kimg == 100
@@ -79,16 +81,20 @@ def test_resume_disables_rampup_and_shortens_ada(name):
 def test_stylegan3_r_blur_unless_resuming():
     assert cfg_of(cfg="stylegan3-r").loss.blur_init_sigma == 10
     assert cfg_of(cfg="stylegan3-r", batch=32).loss.blur_fade_kimg == pytest.approx(32 * 200 / 32)
-    assert cfg_of(cfg="stylegan3-r", resume="x.pkl").loss.blur_init_sigma == 0
+    assert transfer_config(cfg_of(cfg="stylegan3-r", resume="x.pkl")).loss.blur_init_sigma == 0
     for name in ("creps", "stylegan2", "stylegan3-t"):
         assert cfg_of(cfg=name).loss.blur_init_sigma == 0
 
 
 def test_fp32_disables_clamps():
     default = cfg_of()
-    assert default.G.clamp == 256 and default.D.conv_clamp == 256 and default.fp32 is False
+    assert default.G.fc_clamp == default.G.head_clamp == 256 and default.D.conv_clamp == 256
+    assert default.fp32 is False
     exact = cfg_of(fp32=True)
-    assert exact.G.clamp is None and exact.D.conv_clamp is None and exact.fp32 is True
+    assert exact.G.fc_clamp is None and exact.G.head_clamp is None and exact.D.conv_clamp is None
+    assert exact.fp32 is True
+    for name in ("stylegan2", "stylegan3-t", "stylegan3-r"):
+        assert cfg_of(cfg=name).G.conv_clamp == 256 and cfg_of(cfg=name, fp32=True).G.conv_clamp is None
 
 
 @pytest.mark.parametrize("name,factor,mapping,glr", [
@@ -96,7 +102,7 @@ def test_fp32_disables_clamps():
 ])
 def test_presets(name, factor, mapping, glr):
     cfg = cfg_of(cfg=name, cbase=16384, cmax=256)
-    assert cfg.cfg == name and cfg.G.arch == name
+    assert cfg.preset == name and family_of(cfg.G).preset_of(cfg.G).name == name
     assert cfg.G.channel_base == 16384 * factor and cfg.G.channel_max == 256 * factor
     assert cfg.D.channel_base == 16384 and cfg.D.channel_max == 256
     assert cfg.G.mapping_layers == mapping
@@ -106,7 +112,7 @@ def test_presets(name, factor, mapping, glr):
     if name.startswith("stylegan3"):
         assert cfg.G.magnitude_ema_beta == pytest.approx(0.5 ** (32 / 20000))
     else:
-        assert cfg.G.magnitude_ema_beta is None
+        assert "magnitude_ema_beta" not in {f.name for f in dataclasses.fields(cfg.G)}
     if name == "stylegan3-r":
         assert cfg.G.conv_kernel == 1 and cfg.G.use_radial_filters
 
@@ -148,7 +154,7 @@ def test_json_round_trip(name, extra):
     cfg = resolve(options(cfg=name, **extra), info())
     text = cfg.to_json()
     data = json.loads(text)
-    assert data["cfg"] == name
+    assert data["preset"] == name
     back = TrainConfig.from_dict(data)
     assert back == cfg
     assert back.to_json() == text

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from creps.config import DatasetInfo, TrainOptions, resolve
-from creps.nets.creps import Generator
+from creps.nets.creps import CrepsConfig, Generator
 from creps.train.feed import LabelSampler
 from creps.train.step import Trainer, build_networks
 
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.cuda
 
 def test_creps_generator_cuda_matches_cpu_in_fp32():
     torch.backends.cuda.matmul.allow_tf32 = False
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, channel_base=1024,
-                  channel_max=64, mapping_layers=2).eval()
+    G = Generator(CrepsConfig(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, channel_base=1024,
+                  channel_max=64, mapping_layers=2)).eval()
     z = torch.randn(3, 32)
     with torch.no_grad():
         cpu = G(z, None)

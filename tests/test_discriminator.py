@@ -8,16 +8,15 @@ import pytest
 import torch
 
 from conftest import network_fixtures
-from creps.compat import build_published
-from creps.compat.discriminator import build_stylegan2_discriminator
-from creps.nets.discriminator import Discriminator, minibatch_stddev
+from creps.nets.discriminator import Discriminator, DiscriminatorConfig, minibatch_stddev
+from creps.nets.registry import build_published
 
 
 def _small_d(res=32, **kw) -> Discriminator:
     kw.setdefault("channel_base", 256)
     kw.setdefault("channel_max", 16)
     kw.setdefault("mbstd_group_size", 2)
-    return Discriminator(c_dim=kw.pop("c_dim", 0), img_resolution=res, img_channels=3, **kw)
+    return Discriminator(DiscriminatorConfig(c_dim=kw.pop("c_dim", 0), img_resolution=res, img_channels=3, **kw))
 
 
 def _images(n, res, seed=0):
@@ -169,12 +168,12 @@ def test_compat_mapping_and_errors():
         "mapping_kwargs": {"num_layers": 2},
         "epilogue_kwargs": {"mbstd_group_size": 4, "mbstd_num_channels": 1},
     }
-    d = build_stylegan2_discriminator(init)
+    d = build_published("stylegan2.Discriminator", init)
     assert (d.architecture, d.cmap_dim, d.freeze_layers, d.mapping.num_layers) == ("skip", 4, 2, 2)
     assert d.b16.conv0.conv_clamp is None and d.b4.mbstd_group_size == 4
     with pytest.raises(ValueError, match="bogus"):
-        build_stylegan2_discriminator({**init, "bogus": 1})
+        build_published("stylegan2.Discriminator", {**init, "bogus": 1})
     with pytest.raises(ValueError, match="wild"):
-        build_stylegan2_discriminator({**init, "epilogue_kwargs": {"wild": 0}})
+        build_published("stylegan2.Discriminator", {**init, "epilogue_kwargs": {"wild": 0}})
     with pytest.raises(ValueError, match="activation"):
-        build_stylegan2_discriminator({**init, "block_kwargs": {"activation": "relu"}})
+        build_published("stylegan2.Discriminator", {**init, "block_kwargs": {"activation": "relu"}})

@@ -44,7 +44,7 @@ def make_snapshot(path: Path, cond: bool = False) -> Path:
     cfg = resolve(options, info)
     torch.manual_seed(0)
     nets = build_networks(cfg, torch.device("cpu"))
-    save_snapshot(path, cfg, {"G_ema": nets.G_ema})
+    save_snapshot(path, {"G_ema": nets.G_ema}, training=cfg)
     return path
 
 

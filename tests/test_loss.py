@@ -11,8 +11,8 @@ import torch
 
 from conftest import saved_bytes
 from creps.config import DatasetInfo, OptimizerConfig, TrainOptions, resolve
-from creps.nets.creps import Generator
-from creps.nets.discriminator import Discriminator
+from creps.nets.creps import CrepsConfig, Generator
+from creps.nets.discriminator import Discriminator, DiscriminatorConfig
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import path_length_noise, path_length_penalty, path_lengths, r1_penalty
 from creps.train.step import Trainer, build_networks, lazy_regularization_adam
@@ -44,8 +44,8 @@ def test_r1_of_quadratic_discriminator():
 
 def test_r1_matches_direct_autograd_on_creps_discriminator():
     torch.manual_seed(0)
-    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32,
-                      mbstd_group_size=2)
+    D = Discriminator(DiscriminatorConfig(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32,
+                      mbstd_group_size=2))
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     logits = D(x, None)
     penalty = r1_penalty(logits, x)
@@ -67,8 +67,8 @@ def test_r1_matches_direct_autograd_on_creps_discriminator():
 def test_r1_gradient_wrt_discriminator_weights():
     """The double backward that lazy R1 needs: d R1 / d theta against central differences (float64)."""
     torch.manual_seed(0)
-    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32,
-                      mbstd_group_size=2, conv_clamp=None).double()
+    D = Discriminator(DiscriminatorConfig(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32,
+                      mbstd_group_size=2, conv_clamp=None)).double()
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
 
     def total_r1() -> torch.Tensor:
@@ -104,8 +104,8 @@ def test_r1_gradient_wrt_discriminator_weights():
 @pytest.fixture(scope="module")
 def tiny_generator() -> Generator:
     torch.manual_seed(0)
-    return Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
-                     channel_max=32, mapping_layers=1).eval()
+    return Generator(CrepsConfig(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
+                     channel_max=32, mapping_layers=1)).eval()
 
 
 def test_path_length_noise_scale():
@@ -356,8 +356,8 @@ def test_accumulated_gradient_of_one_phase(base_networks):
 
 def test_recompute_keeps_a_fraction_of_the_per_pixel_activations():
     torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=1024,
-                  channel_max=64, mapping_layers=1)
+    G = Generator(CrepsConfig(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=1024,
+                  channel_max=64, mapping_layers=1))
     ws = G.mapping(torch.randn(4, 32), None).detach().requires_grad_(True)
     kept = {}
     for on in (False, True):

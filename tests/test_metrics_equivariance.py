@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from creps.compat import build_published
 from creps.errors import UserError
-from creps.generate import supports_any_scale
+from creps.generate import set_transform, supports_any_scale
 from creps.metrics import equivariance as eq
 from creps.metrics.features import Evaluation
 from creps.metrics.spec import EquivarianceName, MetricSpec, family_of
 from creps.nets.creps import line_coords
-from creps.nets.stylegan3 import set_user_transform
+from creps.nets import registry
+from creps.nets.family import Capability, Family
+from creps.nets.registry import build_published
 
 # Low-frequency sinusoids, (fx, fy) in cycles per pixel: well inside every pass band used here.
 FREQS = ((0.09, -0.06), (-0.04, 0.11), (0.13, 0.05))
@@ -241,19 +242,41 @@ class StubG(torch.nn.Module):
         return z[:, None, :]
 
 
+class TransformStubG(StubG):
+    """A stub that takes a user transform (declared as such below)."""
+
+
+class ScaleStubG(StubG):
+    """A stub that renders at any scale (declared as such below)."""
+
+
+@pytest.fixture(autouse=True)
+def stub_families(monkeypatch):
+    """The stub generators, each declared as a family, as a real network declares itself."""
+    def family(name, network, capability, **kw):
+        return Family(name=name, role="G", config=type(f"{name}Config", (), {}), network=network,
+                      published_name=f"stub.{name}", from_published=lambda init: None,
+                      capabilities=frozenset({capability}), **kw)
+
+    stubs = (family("transform-stub", TransformStubG, Capability.USER_TRANSFORM,
+                    transform_buffer=lambda G: G.synthesis.input.transform),
+             family("scale-stub", ScaleStubG, Capability.ANY_SCALE))
+    monkeypatch.setattr(registry, "FAMILIES", registry.FAMILIES + stubs)
+
+
 @pytest.mark.parametrize("name", ["eqt8_int", "eqt8_frac", "eqr8"])
 def test_an_exactly_equivariant_stub_scores_high_and_a_wrong_one_low(name):
-    follow = _run(StubG(PatternSynthesis(32, "follow"), 32), name)
-    ignore = _run(StubG(PatternSynthesis(32, "ignore"), 32), name)
-    inverse = _run(StubG(PatternSynthesis(32, "inverse"), 32), name)
+    follow = _run(TransformStubG(PatternSynthesis(32, "follow"), 32), name)
+    ignore = _run(TransformStubG(PatternSynthesis(32, "ignore"), 32), name)
+    inverse = _run(TransformStubG(PatternSynthesis(32, "inverse"), 32), name)
     assert follow > 40, follow
     assert ignore < 25 and inverse < 25, (ignore, inverse)
 
 
 def test_transform_and_mode_restored_even_on_error():
     synthesis = PatternSynthesis(16, fail_on_call=3)
-    G = StubG(synthesis, 16).train()
-    set_user_transform(G, (0.1, -0.05), 20)
+    G = TransformStubG(synthesis, 16).train()
+    set_transform(G, (0.1, -0.05), 20)
     before = G.synthesis.input.transform.clone()
     with pytest.raises(RuntimeError, match="synthesis failed"):
         _run(G, "eqr8")
@@ -263,8 +286,6 @@ def test_transform_and_mode_restored_even_on_error():
 class ScaleSynthesis(torch.nn.Module):
     """A CREPS-like synthesis: renders cos(2 pi f u) + cos(2 pi f v) on the CREPS coordinate
     lines at any scale; f in cycles per native pixel."""
-
-    block_ws_rows = [[0]]
 
     def __init__(self, res: int, freq: float):
         super().__init__()
@@ -278,9 +299,9 @@ class ScaleSynthesis(torch.nn.Module):
 
 
 def test_eqs_scores_a_band_limited_renderer_high_and_an_aliasing_one_low():
-    assert supports_any_scale(StubG(ScaleSynthesis(32, 0.1), 32))
-    good = _run(StubG(ScaleSynthesis(32, 0.1), 32), "eqs8")
-    aliased = _run(StubG(ScaleSynthesis(32, 0.8), 32), "eqs8")
+    assert supports_any_scale(ScaleStubG(ScaleSynthesis(32, 0.1), 32))
+    good = _run(ScaleStubG(ScaleSynthesis(32, 0.1), 32), "eqs8")
+    aliased = _run(ScaleStubG(ScaleSynthesis(32, 0.8), 32), "eqs8")
     assert good > 40 and aliased < 15, (good, aliased)
 
 
@@ -304,7 +325,7 @@ def _creps():
 
 def test_stylegan3_t_translation_metrics():
     G = _sg3().train()
-    set_user_transform(G, (0.2, 0.0), 10)
+    set_transform(G, (0.2, 0.0), 10)
     before = G.synthesis.input.transform.clone()
     first = _run(G, "eqt6_int", batch_size=4)
     assert math.isfinite(first) and first > 0

@@ -75,7 +75,7 @@ def make_snapshot(run_dir: Path, data: Path, cond: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "training_options.json").write_text(cfg.to_json())
     path = run_dir / "network-snapshot-000000.safetensors"
-    save_snapshot(path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema})
+    save_snapshot(path, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, training=cfg)
     return path
 
 

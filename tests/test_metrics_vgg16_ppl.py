@@ -26,7 +26,7 @@ from creps.metrics.features import Evaluation
 from creps.metrics.spec import MetricSpec
 from creps.metrics.vgg16 import VGG16, load_vgg16
 from creps.nets import creps as creps_net
-from creps.nets.stylegan2 import Generator
+from creps.nets.stylegan2 import Generator, StyleGAN2Config
 from tiny_vgg16 import CONV_INDICES, FC, lin_state, vgg_state
 TAP_RELUS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer, for inputs in [-1, 1]
@@ -376,8 +376,8 @@ def test_crop_downsample_and_range():
 
 def tiny_g(channels: int = 3, res: int = 16) -> Generator:
     torch.manual_seed(0)
-    g = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=res, img_channels=channels, channel_base=256,
-                  channel_max=16, mapping_layers=2)
+    g = Generator(StyleGAN2Config(z_dim=16, c_dim=0, w_dim=16, img_resolution=res, img_channels=channels, channel_base=256,
+                  channel_max=16, mapping_layers=2))
     with torch.no_grad():
         for name, p in g.named_parameters():
             if name.endswith("noise_strength"):
@@ -471,15 +471,15 @@ def test_ppl_on_gray_generator(net):
 
 def test_ppl_on_conditional_stylegan2_and_creps(net):
     torch.manual_seed(0)
-    cond = Generator(z_dim=16, c_dim=3, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
-                     channel_max=16, mapping_layers=2).eval()
+    cond = Generator(StyleGAN2Config(z_dim=16, c_dim=3, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
+                     channel_max=16, mapping_layers=2)).eval()
     labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
     values = ppl.sample_path_lengths(cond, net, 6, device=torch.device("cpu"), labels=labels, batch_size=4,
                                      progress=False)
     assert values.shape == (6,) and np.isfinite(values).all() and (values > 0).all()
     with pytest.raises(ValueError, match="needs dataset labels"):
         ppl.sample_path_lengths(cond, net, 2, device=torch.device("cpu"), progress=False)
-    G = creps_net.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
-                            channel_max=16, mapping_layers=2).eval()
+    G = creps_net.Generator(creps_net.CrepsConfig(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, channel_base=256,
+                            channel_max=16, mapping_layers=2)).eval()
     value = run_ppl(G, net, count=6)
     assert math.isfinite(value) and value > 0

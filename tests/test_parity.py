@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import fixtures_dir
-from creps.compat import NotBuiltYet, build_published
+from creps.nets.registry import UnknownFamily, build_published
 
 FIXTURES = sorted(fixtures_dir().glob("*.json")) if fixtures_dir().is_dir() else []
 # Networks that other parity tests cover with their own loaders (e.g. the Inception detector).
@@ -35,7 +35,7 @@ def _load(path):
     tensors = load_file(str(path.with_suffix(".safetensors")))
     try:
         net = build_published(spec["network"], spec["init"])
-    except NotBuiltYet as err:
+    except UnknownFamily as err:
         pytest.skip(f"{path.stem}: {err}")
     params = {k.removeprefix("param."): v for k, v in tensors.items() if k.startswith("param.")}
     net.load_state_dict(params, strict=True)

@@ -42,9 +42,9 @@ from creps.cli.generate import generate
 from creps.cli.main import main as creps_main
 from creps.cli.metrics import calc_metrics
 from creps.cli.train import train
-from creps.compat import build_published
 from creps.compat.pickle_reader import LEGACY_MAGIC, UnsafePickle, read_published_pickle
 from creps.compat.published import read_published
+from creps.nets.registry import build_published
 from creps.data.synthetic import make_synthetic_dataset
 from creps.errors import UserError
 

@@ -10,11 +10,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from conftest import network_fixtures
-from creps.compat import build_published
-from creps.compat.stylegan2_g import build_stylegan2_generator
-from creps.config import GeneratorConfig
-from creps.nets.registry import build_generator
-from creps.nets.stylegan2 import Generator, demodulation_coefficients, modulated_conv2d
+from creps.nets.family import GeneratorOptions
+from creps.nets.registry import build, build_published, preset_named
+from creps.nets.stylegan2 import Generator, StyleGAN2Config, demodulation_coefficients, modulated_conv2d
 from creps.ops.conv2d_resample import conv2d_resample
 from creps.ops.upfirdn2d import setup_filter
 
@@ -22,7 +20,7 @@ SMALL = dict(z_dim=16, w_dim=16, img_channels=3, channel_base=256, channel_max=1
 
 
 def small_g(res: int = 16, c_dim: int = 0, **kw) -> Generator:
-    g = Generator(c_dim=c_dim, img_resolution=res, **{**SMALL, **kw})
+    g = Generator(StyleGAN2Config(c_dim=c_dim, img_resolution=res, **{**SMALL, **kw}))
     with torch.no_grad():  # published init leaves these at zero: make them matter
         for name, p in g.named_parameters():
             if name.endswith("noise_strength"):
@@ -207,25 +205,26 @@ def test_state_dict_layout_equals_published(path):
 
 def test_compat_arguments():
     base = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, channel_base=64, channel_max=8)
-    g = build_stylegan2_generator({**base, "fused_modconv_default": "inference_only", "num_fp16_res": 2,
-                                   "conv_clamp": None, "fp16_channels_last": False,
+    g = build_published("stylegan2.Generator", {**base, "fused_modconv_default": "inference_only",
+                                                          "num_fp16_res": 2, "conv_clamp": None, "fp16_channels_last": False,
                                    "mapping_kwargs": {"num_layers": 3, "w_avg_beta": 0.99}})
     assert g.synthesis.fused_modconv is None and g.synthesis.b8.conv1.conv_clamp is None
     assert g.mapping.num_layers == 3 and g.mapping.w_avg_beta == 0.99
     assert g.synthesis.b8.low_precision and not g.synthesis.b4.low_precision
-    assert build_stylegan2_generator({**base, "fused_modconv_default": False}).synthesis.fused_modconv is False
+    assert build_published("stylegan2.Generator", {**base, "fused_modconv_default": False}).synthesis.fused_modconv is False
     with pytest.raises(ValueError, match="architecture"):
-        build_stylegan2_generator({**base, "architecture": "resnet"})
+        build_published("stylegan2.Generator", {**base, "architecture": "resnet"})
     with pytest.raises(ValueError, match="bogus"):
-        build_stylegan2_generator({**base, "mapping_kwargs": {"bogus": 1}})
+        build_published("stylegan2.Generator", {**base, "mapping_kwargs": {"bogus": 1}})
     with pytest.raises(ValueError, match="missing"):
-        build_stylegan2_generator({"z_dim": 8})
+        build_published("stylegan2.Generator", {"z_dim": 8})
 
 
 def test_registry_builds_stylegan2():
-    cfg = GeneratorConfig(arch="stylegan2", z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
-                          channel_base=256, channel_max=16, mapping_layers=2, clamp=None)
-    g = build_generator(cfg)
+    cfg = preset_named("stylegan2").generator(GeneratorOptions(
+        z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16,
+        mapping_layers=2, clamp=None, batch_size=32))
+    g = build(cfg)
     assert isinstance(g, Generator) and g.synthesis.b16.conv1.conv_clamp is None
     assert g.mapping.w_avg_update_on == "update_emas"
 

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import network_fixtures
-from creps.compat import build_published
-from creps.nets.stylegan3 import Generator, layer_plan, make_transform, set_user_transform
+from creps.generate import set_transform
+from creps.nets.registry import build_published
+from creps.nets.stylegan3 import Generator, StyleGAN3Config, layer_plan, make_transform
 
 SG3_FIXTURES = network_fixtures("stylegan3.Generator")
 needs_fixtures = pytest.mark.skipif(not SG3_FIXTURES, reason="no stylegan3 parity fixtures found")
@@ -21,8 +22,8 @@ needs_fixtures = pytest.mark.skipif(not SG3_FIXTURES, reason="no stylegan3 parit
 def small_g(res: int = 32, radial: bool = False, c_dim: int = 0, **kw) -> Generator:
     extra = dict(conv_kernel=1, use_radial_filters=True) if radial else {}
     base, cmax = (1024, 32) if radial else (512, 16)
-    return Generator(z_dim=32, c_dim=c_dim, w_dim=32, img_resolution=res, img_channels=3,
-                     channel_base=base, channel_max=cmax, **extra, **kw)
+    return Generator(StyleGAN3Config(z_dim=32, c_dim=c_dim, w_dim=32, img_resolution=res, img_channels=3,
+                     channel_base=base, channel_max=cmax, **extra, **kw))
 
 
 def _labels(n: int, c_dim: int):
@@ -135,9 +136,9 @@ def test_make_transform_and_user_transform():
     m = make_transform((0.1, -0.2), 90)
     torch.testing.assert_close(m, torch.tensor([[0.0, 1, 0.1], [-1, 0, -0.2], [0, 0, 1]], dtype=torch.float64))
     G = small_g()
-    set_user_transform(G, (0.1, -0.2), 90)
+    set_transform(G, (0.1, -0.2), 90)
     torch.testing.assert_close(G.synthesis.input.transform, torch.linalg.inv(m).float())
-    set_user_transform(G.synthesis)  # identity again; accepts the synthesis network too
+    set_transform(G)  # identity again
     torch.testing.assert_close(G.synthesis.input.transform, torch.eye(3))
 
 
@@ -147,9 +148,9 @@ def test_translate_transform_shifts_the_image(radial):
     z = torch.randn(2, 32)
     with torch.no_grad():
         base = G(z, None)
-        set_user_transform(G, (0.25, 0.0))  # a quarter of the image: 8 pixels to the right
+        set_transform(G, (0.25, 0.0))  # a quarter of the image: 8 pixels to the right
         right = G(z, None)
-        set_user_transform(G, (0.0, 0.25))  # 8 pixels down
+        set_transform(G, (0.0, 0.25))  # 8 pixels down
         down = G(z, None)
     m, scale = 4, base.abs().mean()
     assert (right[..., m:-m, 8 + m:-m] - base[..., m:-m, m:-8 - m]).abs().mean() < 0.05 * scale
@@ -162,7 +163,7 @@ def test_rotation_by_quarter_turn_is_rot90_for_r():
     z = torch.randn(2, 32)
     with torch.no_grad():
         base = G(z, None)
-        set_user_transform(G, (0, 0), 90)
+        set_transform(G, (0, 0), 90)
         turned = G(z, None)
     assert (turned - torch.rot90(base, 1, dims=(2, 3))).abs().max() < 1e-3 * base.abs().max()
 
@@ -249,14 +250,14 @@ def test_compat_arguments():
 
 @pytest.mark.parametrize("arch", ["stylegan3-t", "stylegan3-r"])
 def test_registry_builds_stylegan3(arch):
-    from creps.config import GeneratorConfig
-    from creps.nets.registry import build_generator
+    from creps.nets.family import GeneratorOptions
+    from creps.nets.registry import build, preset_named
 
     r = arch == "stylegan3-r"
-    cfg = GeneratorConfig(arch=arch, z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
-                          channel_base=512, channel_max=16, mapping_layers=2, magnitude_ema_beta=0.5 ** (32 / 20000),
-                          conv_kernel=1 if r else 3, use_radial_filters=r)
-    G = build_generator(cfg)
+    cfg = preset_named(arch).generator(GeneratorOptions(
+        z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, channel_base=512, channel_max=16,
+        mapping_layers=2, clamp=256, batch_size=32))
+    G = build(cfg)
     assert isinstance(G, Generator)
     assert G.synthesis.L0_36_16.conv_kernel == (1 if r else 3)
     assert G.synthesis.L0_36_16.down_radial == r

@@ -11,7 +11,7 @@ from PIL import Image
 
 from creps.cli.generate import generate
 from creps.cli.train import train
-from creps.config import CONFIGS
+from creps.nets.registry import CONFIG_NAMES as CONFIGS
 from creps.data.synthetic import make_synthetic_dataset
 
 pytestmark = pytest.mark.slow

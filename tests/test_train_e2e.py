@@ -163,7 +163,7 @@ def test_load_never_unpickles(snapshot, monkeypatch):
     monkeypatch.setattr(torch, "load", forbidden)
     snap = creps.load(str(snapshot))
     assert snap.G is not None and snap.D is not None and snap.G_ema is not None
-    assert snap.config.cfg == "creps" and snap.config.G.img_resolution == 32
+    assert snap.preset == "creps" and snap.training.preset == "creps" and snap.training.G.img_resolution == 32
     z = torch.randn(2, snap.G_ema.z_dim)
     img = snap.G_ema(z, None)
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()

@@ -71,13 +71,21 @@ def load_renderer(network: str, device: Optional[str], scale: Optional[float] = 
     import torch
 
     from creps.checkpoint import load_snapshot
-    from creps.generate import supports_any_scale
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     snap = load_snapshot(os.path.expanduser(network), device=device, networks=("G_ema",))
-    if (scale not in (None, 1.0) or size is not None) and not supports_any_scale(snap.G_ema):
-        raise UserError(f"--scale/--size: {snap.config.cfg} networks render at their native resolution only")
+    check_renders_at(snap.G_ema, scale, size)
     return snap
+
+
+def check_renders_at(G, scale=None, size=None) -> None:
+    """UserError (naming the network) unless G renders at --scale / --size."""
+    from creps.generate import scale_kwargs
+
+    try:
+        scale_kwargs(G, scale, size)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def class_label(class_idx: Optional[int], c_dim: int):

@@ -35,7 +35,7 @@ def convert(argv: Optional[Sequence[str]] = None, prog: str = "creps convert") -
         snap = convert_published(args.source, dest)
         G = snap.G_ema
         networks = ", ".join(f"{name} ({kind})" for name, kind in snap.meta["networks"].items())
-        print(f"Wrote {dest}: {networks}; --cfg={snap.config.cfg}, {G.img_resolution}x{G.img_resolution}, "
+        print(f"Wrote {dest}: {networks}; --cfg={snap.preset}, {G.img_resolution}x{G.img_resolution}, "
               f"{G.img_channels} channels, {G.c_dim} classes")
         for note in snap.meta["notes"]:
             print(f"note: {note}")

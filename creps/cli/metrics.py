@@ -87,19 +87,20 @@ class Job:
 def prepare(args: argparse.Namespace) -> Job:
     """Check everything and fetch every file (network, detectors) once, before any work."""
     from creps.checkpoint import load_snapshot
+    from creps.cli.common import check_renders_at
     from creps.compat.published import published_file
-    from creps.generate import supports_any_scale
     from creps.metrics.detectors import Detectors
     from creps.metrics.registry import metric_families
 
     network = published_file(args.network)  # a URL is downloaded into the cache first
     snap = load_snapshot(network, device="cpu", networks=("G_ema",))
-    if args.scale not in (None, 1.0) and not supports_any_scale(snap.G_ema):
-        raise UserError(f"--scale: {snap.config.cfg} networks render at their native resolution only")
+    check_renders_at(snap.G_ema, args.scale)
     if args.data is not None:
         data_path, mirror = os.path.expanduser(args.data), False
+    elif snap.data is None:
+        raise UserError(f"{args.network} records no training dataset; please specify --data=ZIP|DIR")
     else:
-        data_path, mirror = os.path.expanduser(snap.config.data.path), snap.config.data.xflip
+        data_path, mirror = os.path.expanduser(snap.data.path), snap.data.xflip
         if not os.path.exists(data_path):
             raise UserError(f"the snapshot's training dataset {data_path} is not there; "
                             "please specify --data=ZIP|DIR")

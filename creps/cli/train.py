@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
-from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, resolve
+from creps.config import AUG_MODES, DatasetInfo, TrainOptions, check_options, resolve
 from creps.errors import UserError
-from creps.metrics import Detectors, metric_families, not_implemented_reason
+from creps.metrics import Detectors, metric_families
+from creps.nets.registry import CONFIG_NAMES
 from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
                             leave_process, shutdown, spawn)
-from creps.train.resume import ResumePlan, check_transfer, continued_config, plan_resume
+from creps.train.resume import ResumePlan, check_transfer, plan_resume
 
 EXAMPLES = """examples:
   # Train CREPS for AFHQv2 using 8 GPUs.
@@ -32,7 +32,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     req = p.add_argument_group("required")
     req.add_argument("--outdir", required=True, metavar="DIR", help="where to save the results")
-    req.add_argument("--cfg", required=True, choices=CONFIGS, help="base configuration")
+    req.add_argument("--cfg", required=True, choices=CONFIG_NAMES, help="base configuration")
     req.add_argument("--data", required=True, metavar="[ZIP|DIR]", help="training data")
     req.add_argument("--gpus", type=int, default=1, metavar="INT", help="number of GPUs to use (default: 1)")
     req.add_argument("--batch", type=int, required=True, metavar="INT", help="total batch size")
@@ -77,18 +77,13 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(**vars(args))
 
 
-def dataset_info(path: str) -> DatasetInfo:
+def dataset_info(path: str, use_labels: bool) -> DatasetInfo:
+    """What the configuration needs to know of the data (labels read only when used)."""
     from creps.data.dataset import open_dataset
 
-    ds = open_dataset(path)
+    ds = open_dataset(path, use_labels=use_labels)
     return DatasetInfo(path=path, name=ds.name, resolution=ds.resolution, channels=ds.num_channels,
-                       size=len(ds), has_labels=ds.has_labels, label_dim=ds.label_dim if ds.has_labels else 0)
-
-
-def _label_dim(path: str) -> int:
-    from creps.data.dataset import open_dataset
-
-    return open_dataset(path, use_labels=True).label_dim
+                       size=len(ds), has_labels=ds.has_labels, label_dim=ds.label_dim)
 
 
 def summary_lines(cfg, run_dir_hint: str) -> list[str]:
@@ -123,25 +118,19 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
                             f"pass --gpus={world.size}")
         check_options(options)
         check_outdir(options.outdir)
-        info = dataset_info(options.data)
-        if options.cond and info.has_labels:
-            info = DatasetInfo(**{**info.__dict__, "label_dim": _label_dim(options.data)})
-        cfg = resolve(options, info)
+        cfg = resolve(options, dataset_info(options.data, options.cond))
         plan, resume_note = ResumePlan(), None
         if options.resume is not None:
             try:
                 plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
+                cfg = plan.config(cfg)
             except UserError as err:
                 if not options.dry_run:
                     raise
                 resume_note = str(err)
-            if plan.state is not None:
-                cfg = continued_config(plan.state.config, resolve(dataclasses.replace(options, resume=None), info))
-            elif plan.snapshot is not None:
+            if plan.snapshot is not None:
                 for note in check_transfer(cfg, plan.snapshot):
                     print(f"note: {note}")
-            elif resume_note is None:  # --resume=auto found nothing: a fresh run
-                cfg = resolve(dataclasses.replace(options, resume=None), info)
         run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
         print("\nTraining options:")
         print(cfg.to_json())
@@ -152,17 +141,13 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
             print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
         print()
         warnings = gpu_warnings(cfg.num_gpus, world)
-        reasons = [resume_note] if resume_note else []
-        reasons += [r for r in (not_implemented_reason(m) for m in cfg.metrics) if r]
         if options.dry_run:
             for w in warnings:
                 print(f"warning: {w}")
-            for r in reasons:
-                print(f"note: {r}; a real run stops here")
+            if resume_note:
+                print(f"note: {resume_note}; a real run stops here")
             print("Dry run; exiting.")
             return 0
-        if reasons:
-            raise UserError(reasons[0])
         # The detector is fetched before the run directory exists: offline, this is the
         # one-line error that says where to get it (or to pass --metrics=none).
         if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:

@@ -6,10 +6,10 @@
 The file is read by `pickle_reader` (nothing in it runs). Each top-level network is then
 identified from what the file records, not from its embedded source: the class name
 (`Generator` / `Discriminator`), the constructor kwargs and the module structure, i.e. the
-state-dict keys (a CREPS generator has `synthesis.b4.input.coords`, a StyleGAN3 one
-`synthesis.input.freqs`, a StyleGAN2 one `synthesis.b4.const`). Our module is built from the
-recorded constructor kwargs through `creps.compat`, and the recorded tensors must fill its
-state dict exactly (same names and shapes, nothing missing, nothing extra).
+state-dict keys (each generator family declares a key only its networks have). The recorded
+constructor kwargs become the family's config, the recorded tensors must fill the state dict
+that config implies exactly (same names and shapes, nothing missing, nothing extra; checked
+before anything is built), and then our module is built and loaded.
 """
 
 from __future__ import annotations
@@ -20,20 +20,14 @@ from typing import Any, Optional, Union
 
 import torch
 
-from creps.compat import NotBuiltYet, build_published
 from creps.compat.pickle_reader import Recorded, UnsafePickle, plain, read_published_pickle
 from creps.download import fetch_cached, is_url, local_path, sha256_of
 from creps.errors import UserError
+from creps.nets.registry import FAMILIES, build, check_tensors, published_family
 
 NETWORK_KEYS = ("G", "D", "G_ema")
 KNOWN_KEYS = (*NETWORK_KEYS, "augment_pipe", "training_set_kwargs")
 
-# A state-dict key only one published generator family has -> that family's network name.
-GENERATOR_MARKERS = (
-    ("synthesis.b4.input.coords", "creps.Generator"),
-    ("synthesis.input.freqs", "stylegan3.Generator"),
-    ("synthesis.b4.const", "stylegan2.Generator"),
-)
 # Positional constructor arguments of the published top-level classes, in order.
 POSITIONAL = {
     "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"),
@@ -95,14 +89,14 @@ def constructor_kwargs(record: Recorded) -> dict[str, Any]:
 
 
 def identify(role: str, record: Recorded, state: dict[str, torch.Tensor]) -> str:
-    """The published network name of a top-level record (see GENERATOR_MARKERS)."""
+    """The published network name of a top-level record (by the families' marker keys)."""
     if role == "D":
         if record.class_name != "Discriminator":
             raise ValueError(f"D is a {record.class_name}, not a Discriminator")
-        return "stylegan2.Discriminator"
+        return published_family("stylegan2.Discriminator").published_name
     if record.class_name != "Generator":
         raise ValueError(f"{role} is a {record.class_name}, not a Generator")
-    found = [name for key, name in GENERATOR_MARKERS if key in state]
+    found = [f.published_name for f in FAMILIES if f.role == "G" and f.marker in state]
     if len(found) != 1:
         raise ValueError(f"{role} is a Generator of no known family (CREPS, StyleGAN2, StyleGAN3)")
     return found[0]
@@ -116,21 +110,12 @@ def network_from_record(role: str, record: Any) -> tuple[str, dict[str, Any], to
     kind = identify(role, record, state)
     init = constructor_kwargs(record)
     try:
-        net = build_published(kind, init)
-    except NotBuiltYet as err:
-        raise ValueError(f"{role}: {err}") from None
+        config = published_family(kind).from_published(init)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{role} ({kind}): {err}") from None
-    wanted = net.state_dict()
-    problems = [f"{k} missing" for k in wanted if k not in state]
-    problems += [f"{k} unexpected" for k in state if k not in wanted]
-    problems += [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in wanted.items()
-                 if k in state and state[k].shape != v.shape]
-    if problems:
-        more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
-        raise ValueError(f"{role} ({kind}) does not match the network its constructor kwargs describe: "
-                         + "; ".join(problems[:4]) + more)
-    net.load_state_dict({k: state[k].to(v.dtype) for k, v in wanted.items()}, strict=True)
+    check_tensors(config, {k: tuple(v.shape) for k, v in state.items()}, f"{role} ({kind})")
+    net = build(config)
+    net.load_state_dict({k: state[k].to(v.dtype) for k, v in net.state_dict().items()}, strict=True)
     return kind, init, net.eval().requires_grad_(False)
 
 

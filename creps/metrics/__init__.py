@@ -15,11 +15,10 @@ from creps.metrics.registry import (
     evaluate_snapshot,
     metric_families,
     metric_spec,
-    not_implemented_reason,
 )
 from creps.metrics.vgg16 import VGG16, load_vgg16
 
 __all__ = [
     "METRICS", "VGG16", "Detectors", "InceptionV3", "append_metric_jsonl", "check_metrics", "compute_metric",
-    "evaluate_snapshot", "load_detector", "load_vgg16", "metric_families", "metric_spec", "not_implemented_reason",
+    "evaluate_snapshot", "load_detector", "load_vgg16", "metric_families", "metric_spec",
 ]

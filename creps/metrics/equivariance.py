@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from creps.errors import UserError
-from creps.generate import supports_any_scale
+from creps.generate import describe, set_transform, synthesize, user_transform
 from creps.metrics.features import Evaluation, generator_batch_size, latents
-from creps.metrics.spec import MetricSpec, parse_name
+from creps.metrics.spec import MetricSpec, check_network_can, parse_name
 from creps.nets.creps import line_coords
-from creps.nets.stylegan3 import make_transform, set_user_transform
+from creps.nets.registry import Capability, family_of
+from creps.nets.stylegan3 import make_transform
 from creps.parallel import World, all_sum, owns
 from creps.ops.filters import kaiser_attenuation, kaiser_beta
 from creps.ops.upfirdn2d import filter2d, upsample2d
@@ -345,8 +345,8 @@ def downscale_to(images: torch.Tensor, height: int, width: int) -> tuple[torch.T
 # Running a generator.
 
 
-def _synthesize(G: torch.nn.Module, ws: torch.Tensor, **kwargs) -> torch.Tensor:
-    return G.synthesis(ws, noise_mode="const", force_fp32=True, **kwargs).float()
+def _synthesize(G: torch.nn.Module, ws: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    return synthesize(G, ws, scale=scale, force_fp32=True)
 
 
 def _uniform(rng: torch.Generator, limit: float, count: int) -> list[float]:
@@ -362,7 +362,7 @@ def compare_integer_translation(G: torch.nn.Module, ws: torch.Tensor, reference:
     """EQ-T: render translated by whole pixels; compare with the reference shifted as much."""
     res = G.img_resolution
     tx, ty = (round(t * res) / res for t in _uniform(rng, TRANSLATE_MAX, 2))
-    set_user_transform(G, (tx, ty))
+    set_transform(G, (tx, ty))
     image = _synthesize(G, ws)
     shifted, mask = integer_translate(reference, round(tx * reference.shape[3]), round(ty * reference.shape[2]))
     errors.add(shifted, image, mask)
@@ -372,7 +372,7 @@ def compare_fractional_translation(G: torch.nn.Module, ws: torch.Tensor, referen
                                    rng: torch.Generator, errors: MaskedErrorSum) -> None:
     """EQ-T_frac: render translated by any amount; compare with the interpolated reference."""
     tx, ty = _uniform(rng, TRANSLATE_MAX, 2)
-    set_user_transform(G, (tx, ty))
+    set_transform(G, (tx, ty))
     image = _synthesize(G, ws)
     shifted, mask = fractional_translate(reference, tx * reference.shape[3], ty * reference.shape[2])
     errors.add(shifted, image, mask)
@@ -382,7 +382,7 @@ def compare_rotation(G: torch.nn.Module, ws: torch.Tensor, reference: torch.Tens
                      rng: torch.Generator, errors: MaskedErrorSum) -> None:
     """EQ-R: render rotated; compare its pass band with the band-limited rotated reference."""
     (angle,) = _uniform(rng, ROTATE_MAX * math.pi, 1)
-    set_user_transform(G, angle_deg=math.degrees(angle))
+    set_transform(G, angle_deg=math.degrees(angle))
     image = _synthesize(G, ws)
     rotated, rotated_mask = rotate_bandlimited(reference, angle)
     filtered, filtered_mask = pseudo_rotate(image, angle)
@@ -400,7 +400,7 @@ def compare_transformed(G: torch.nn.Module, ws: torch.Tensor, test: str, rng: to
                         errors: MaskedErrorSum) -> None:
     """One batch of EQ-T / EQ-T_frac / EQ-R: the untransformed reference render, then one random
     transform per IMAGES_PER_TRANSFORM images."""
-    input_transform(G).copy_(torch.eye(3))
+    user_transform(G).copy_(torch.eye(3))
     reference = _synthesize(G, ws)
     for start in range(0, ws.shape[0], IMAGES_PER_TRANSFORM):
         group = slice(start, start + IMAGES_PER_TRANSFORM)
@@ -415,28 +415,11 @@ def compare_scales(G: torch.nn.Module, ws: torch.Tensor, errors: MaskedErrorSum)
     errors.add(down, native, mask)
 
 
-def input_transform(G: torch.nn.Module) -> Optional[torch.Tensor]:
-    """The StyleGAN3 user-transform buffer `G.synthesis.input.transform`, or None."""
-    buffer = getattr(getattr(getattr(G, "synthesis", None), "input", None), "transform", None)
-    return buffer if isinstance(buffer, torch.Tensor) and tuple(buffer.shape) == (3, 3) else None
-
-
-def check_network(G: torch.nn.Module, name: str, test: str) -> None:
-    """UserError when the network cannot take the test."""
-    if test == "eqs":
-        if not supports_any_scale(G):
-            raise UserError(f"metric {name}: scale consistency needs a CREPS network (it renders at any scale); "
-                            "for StyleGAN3 networks use eqt50k_int, eqt50k_frac or eqr50k")
-    elif input_transform(G) is None:
-        raise UserError(f"metric {name}: equivariance metrics need a StyleGAN3 network (its input takes a "
-                        "translate/rotate transform); for CREPS networks use eqs50k")
-
-
 @contextlib.contextmanager
 def evaluation_mode(G: torch.nn.Module) -> Iterator[None]:
     """G in eval mode without gradients; its training flag and user transform (if any) are put
     back afterwards, also when the work fails."""
-    transform = input_transform(G)
+    transform = user_transform(G) if family_of(G).can(Capability.USER_TRANSFORM) else None
     saved = None if transform is None else transform.detach().clone()
     was_training = G.training
     G.eval()
@@ -464,7 +447,7 @@ def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
     if parsed is None:
         raise ValueError(f"{spec.name} is not an equivariance metric")
     G, count = ev.G, spec.num_gen
-    check_network(G, spec.name, parsed.test)
+    check_network_can(spec.name, family_of(G), describe(G))
     batch = generator_batch_size(G, ev.batch_size, 2 if parsed.test == "eqs" else None)
     errors = MaskedErrorSum()
     bar = tqdm(total=count, desc=spec.name, unit="img", disable=not ev.progress, dynamic_ncols=True, leave=False)

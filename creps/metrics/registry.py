@@ -16,18 +16,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from creps.errors import UserError
 from creps.metrics import equivariance, fid, inception_score, kid, ppl, precision_recall
 from creps.metrics.detectors import Detectors
 from creps.metrics.features import Evaluation, default_cache_dir
-from creps.metrics.spec import NOT_IMPLEMENTED, MetricSpec, parse_metric_name
+from creps.metrics.spec import PUBLISHED_NAMES, MetricSpec, parse_metric_name
 from creps.parallel import SINGLE, World
 from creps.timefmt import format_time
-
-PUBLISHED_NAMES = (
-    "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
-    "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
-)
 
 # The published metrics by name; numbered variants (fid1k_full, ...) parse on demand.
 METRICS: dict[str, MetricSpec] = {name: parse_metric_name(name) for name in PUBLISHED_NAMES}
@@ -56,19 +50,10 @@ def metric_spec(name: str) -> MetricSpec:
     return METRICS.get(name) or parse_metric_name(name)
 
 
-def not_implemented_reason(name: str) -> Optional[str]:
-    """Why `name` cannot be computed yet, or None when it can."""
-    reason = NOT_IMPLEMENTED.get(name)
-    return f"{name}: not implemented yet ({reason})" if reason else None
-
-
 def check_metrics(names: Sequence[str]) -> None:
-    """Raise UserError for an unknown metric or one not implemented yet (check before long work)."""
+    """Raise UserError for an unknown metric (check before long work)."""
     for name in names:
         metric_spec(name)
-        reason = not_implemented_reason(name)
-        if reason:
-            raise UserError(f"--metrics: {reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
 
 
 def metric_families(names: Sequence[str]) -> list[str]:
@@ -94,9 +79,6 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
     $CREPS_CACHE_DIR/gan-metrics; `cache=False` disables it). Returns the published dict.
     """
     spec = metric_spec(name)
-    reason = not_implemented_reason(name)
-    if reason:
-        raise UserError(f"{reason}; choose among fid/kid/pr/is metrics, e.g. fid50k_full")
     del use_labels  # G's c_dim decides: a conditional G always gets dataset labels (published rule)
     device = torch.device(device)
     start = time.time()

@@ -19,6 +19,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from creps.errors import UserError
+from creps.nets.family import Capability, Family
+
+# The published names; numbered variants (fid1k_full, ...) parse from their names.
+PUBLISHED_NAMES = (
+    "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
+    "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
+)
 
 # Caps on the reals of the _full metrics, as published.
 KID_FULL_MAX_REAL = 1_000_000
@@ -42,9 +49,6 @@ class MetricSpec:
         return self.family in ("fid", "kid", "pr")
 
 
-# Metrics the published code has but we compute no number for yet, and why (none at present).
-NOT_IMPLEMENTED: dict[str, str] = {}
-
 # ppl2_wend (50k samples), quick variants ppl2_wend1k / ppl2_wend200, legacy ppl_zfull, ppl_wfull,
 # ppl_zend, ppl_wend (cropped, as published).
 _PPL = re.compile(r"^(?:ppl2_wend|ppl_[zw](?:full|end))(?:(?P<count>\d+)(?P<k>k?))?$")
@@ -52,8 +56,11 @@ _NUMBERED = re.compile(r"^(?P<family>fid|kid|is)(?P<count>\d+)(?P<k>k?)(?P<full>
 _NUMBERED_PR = re.compile(r"^pr(?P<count>\d+)(?P<k>k?)3(?P<full>_full)?$")
 
 
-# Equivariance tests: integer / fractional translation, rotation (StyleGAN3), scale (CREPS).
+# Equivariance tests: integer / fractional translation, rotation (StyleGAN3), scale (CREPS),
+# and what the network must be able to do for each.
 TESTS = ("eqt_int", "eqt_frac", "eqr", "eqs")
+NEEDS = {"eqt_int": Capability.USER_TRANSFORM, "eqt_frac": Capability.USER_TRANSFORM, "eqr": Capability.USER_TRANSFORM,
+         "eqs": Capability.ANY_SCALE}
 _NAME = re.compile(r"^eq(?P<kind>[a-z]*?)(?P<count>\d+)(?P<k>k?)(?P<mode>_[a-z]+)?$")
 
 
@@ -94,10 +101,27 @@ def family_of(name: str) -> Optional[str]:
     return None if parsed is None else parsed.test
 
 
+def required_capability(name: str) -> Optional[Capability]:
+    """What a network must be able to do for metric `name` (an equivariance test), or None."""
+    test = family_of(name)
+    return None if test is None else NEEDS[test]
+
+
+def check_network_can(name: str, family: Family, network: str) -> None:
+    """UserError when networks of `family` (the user's `network`, e.g. "--cfg=stylegan2") lack
+    what metric `name` needs."""
+    need = required_capability(name)
+    if need is None or family.can(need):
+        return
+    if need is Capability.ANY_SCALE:
+        raise UserError(f"metric {name}: scale consistency needs a network that renders at any scale (CREPS), "
+                        f"not {network}; for StyleGAN3 use eqt50k_int, eqt50k_frac or eqr50k")
+    raise UserError(f"metric {name}: translation/rotation equivariance needs a network that takes a user "
+                        f"transform (StyleGAN3), not {network}; for CREPS use eqs50k")
+
+
 def parse_metric_name(name: str) -> MetricSpec:
     """A metric name -> its MetricSpec; an unknown name is a UserError."""
-    if name in NOT_IMPLEMENTED:
-        return MetricSpec(name=name, family="ppl" if name.startswith("ppl") else "eq")
     eq = parse_name(name)
     if eq is not None:
         return MetricSpec(name=name, family="eq", num_gen=eq.num_samples, full=True)

@@ -16,11 +16,14 @@ published implementation's state_dict.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.utils.checkpoint
 
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
+                               translate_published)
 from creps.nets.generator import MappedGenerator
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
@@ -29,6 +32,27 @@ from creps.nets.resolution import feature_channels, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
 
 Size = Union[int, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class CrepsConfig:
+    """Everything the CREPS generator is built from (its constructor's input)."""
+
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    channel_base: int = 32768
+    channel_max: int = 512
+    mapping_layers: int = 8
+    biline_channels: int = 32  # channels of the bi-line output and of the per-pixel feature
+    rank: int = 8  # positions per coordinate in each line (the outer product's depth)
+    bandwidth: float = 10  # spread of the input's random frequencies
+    fc_clamp: Optional[float] = 256  # output clamp of the line layers; None: none
+    head_clamp: Optional[float] = 256  # output clamp of the per-pixel heads
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
 
 
 def modulated_linear(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool) -> torch.Tensor:
@@ -351,20 +375,51 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(MappedGenerator):
     """CREPS generator: mapping network + any-scale bi-line synthesis network."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
-                 biline_channels: int = 32, rank: int = 8, bandwidth: float = 10,
-                 fc_clamp: Optional[float] = 256, head_clamp: Optional[float] = 256,
-                 mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
-        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max,
-                                          biline_channels, rank, bandwidth, fc_clamp, head_clamp)
+    def __init__(self, config: CrepsConfig):
+        c = config
+        super().__init__(config)
+        self.synthesis = SynthesisNetwork(c.w_dim, c.img_resolution, c.img_channels, c.channel_base, c.channel_max,
+                                          c.biline_channels, c.rank, c.bandwidth, c.fc_clamp, c.head_clamp)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta)
+        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False, **synthesis_kwargs):
         """Any-scale rendering: synthesis_kwargs are SynthesisNetwork.forward's (size, scale, ...)."""
         ws = self.mapped_ws(z, c, truncation_psi, truncation_cutoff, update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# The family: train.py preset, published constructor arguments, capabilities.
+
+
+def train_py_config(o: GeneratorOptions) -> CrepsConfig:
+    """`train.py --cfg=creps`: one clamp for the line layers and the heads."""
+    return CrepsConfig(**o.sizes(), fc_clamp=o.clamp, head_clamp=o.clamp)
+
+
+_PUBLISHED_TOP = Section(
+    names={name: name for name in (*REQUIRED_G, "channel_base", "channel_max", "biline_channels", "fc_clamp")},
+    ignored=frozenset({"num_fp16_res", "fp16_channels_last", "architecture"}),  # precision/layout only
+)
+_PUBLISHED_MAPPING = Section(
+    names={"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier", "w_avg_beta": "w_avg_beta"},
+)
+
+
+def from_published(init: Mapping[str, Any]) -> CrepsConfig:
+    """Published `training/networks_creps.py Generator` kwargs -> our config."""
+    fields = translate_published("CREPS generator", init, REQUIRED_G, _PUBLISHED_TOP,
+                                 {"mapping_kwargs": _PUBLISHED_MAPPING})
+    return config_from_dict(CrepsConfig, fields, "CREPS generator")
+
+
+FAMILY = Family(
+    name="creps", role="G", config=CrepsConfig, network=Generator, published_name="creps.Generator",
+    from_published=from_published, marker="synthesis.b4.input.coords",
+    capabilities=frozenset({Capability.ANY_SCALE, Capability.RECOMPUTE}),
+    presets=(Preset("creps", train_py_config, glr=0.002, mapping_layers=8, capacity_factor=2, lazy_g_reg=True,
+                    pl_weight=2),),
+)

@@ -15,11 +15,13 @@ mapping always run in float32. `force_fp32=True` turns autocast off for the whol
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from creps.nets.layers import FullyConnectedLayer
+from creps.nets.family import Family, Section, config_from_dict, translate_published
+from creps.nets.layers import DEFAULT_RESAMPLE_FILTER, FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
 from creps.nets.precision import autocast_off
 from creps.nets.resolution import feature_channels, low_precision_from, resolution_log2
@@ -28,9 +30,28 @@ from creps.ops.conv2d_resample import conv2d_resample
 from creps.ops.upfirdn2d import downsample2d, setup_filter
 
 ARCHITECTURES = ("orig", "skip", "resnet")
-DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 RESNET_BRANCH_GAIN = math.sqrt(0.5)  # the two resnet branches are summed at unit variance
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Everything the discriminator is built from (its constructor's input)."""
+
+    c_dim: int
+    img_resolution: int
+    img_channels: int
+    channel_base: int = 32768
+    channel_max: int = 512
+    mbstd_group_size: Optional[int] = 4  # minibatch-stddev group (None: the whole batch)
+    freeze_layers: int = 0  # the first N layers are frozen (transfer learning)
+    conv_clamp: Optional[float] = 256  # output clamp of every conv; None: none
+    num_fp16_res: int = 4  # blocks at the highest resolutions that follow autocast
+    cmap_dim: Optional[int] = None  # conditional: width of the label projection (None: that at 4x4)
+    mbstd_num_channels: int = 1
+    architecture: str = "resnet"
+    mapping_layers: int = 8  # conditional: the label mapping network
+    mapping_lr_multiplier: float = 0.01
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -241,24 +262,11 @@ class DiscriminatorEpilogue(torch.nn.Module):
 class Discriminator(torch.nn.Module):
     """StyleGAN2 discriminator: logits [N, 1] for images [N, C, H, W] (and labels [N, c_dim])."""
 
-    def __init__(
-        self,
-        c_dim: int,
-        img_resolution: int,
-        img_channels: int,
-        channel_base: int = 32768,
-        channel_max: int = 512,
-        num_fp16_res: int = 4,
-        conv_clamp: Optional[float] = 256,
-        cmap_dim: Optional[int] = None,
-        mbstd_group_size: Optional[int] = 4,
-        mbstd_num_channels: int = 1,
-        freeze_layers: int = 0,
-        architecture: str = "resnet",
-        mapping_layers: int = 8,
-        mapping_lr_multiplier: float = 0.01,
-    ):
+    def __init__(self, config: DiscriminatorConfig):
         super().__init__()
+        self.config = c = config
+        c_dim, img_resolution, img_channels, architecture = c.c_dim, c.img_resolution, c.img_channels, c.architecture
+        mbstd_num_channels, freeze_layers, conv_clamp = c.mbstd_num_channels, c.freeze_layers, c.conv_clamp
         log2 = resolution_log2(img_resolution, minimum=8)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -270,11 +278,11 @@ class Discriminator(torch.nn.Module):
         self.architecture = architecture
         self.freeze_layers = freeze_layers
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
-        width = {res: feature_channels(res, channel_base, channel_max) for res in self.block_resolutions + [4]}
+        width = {res: feature_channels(res, c.channel_base, c.channel_max) for res in self.block_resolutions + [4]}
         if mbstd_num_channels > 0 and width[4] % mbstd_num_channels != 0:
             raise ValueError(f"mbstd_num_channels={mbstd_num_channels} must divide the {width[4]} channels at 4x4")
-        fp16_from = low_precision_from(log2, num_fp16_res)
-        cmap_dim = (width[4] if cmap_dim is None else cmap_dim) if c_dim > 0 else 0
+        fp16_from = low_precision_from(log2, c.num_fp16_res)
+        cmap_dim = (width[4] if c.cmap_dim is None else c.cmap_dim) if c_dim > 0 else 0
         self.cmap_dim = cmap_dim
 
         layer_idx = 0
@@ -299,8 +307,8 @@ class Discriminator(torch.nn.Module):
                 c_dim=c_dim,
                 w_dim=cmap_dim,
                 num_ws=None,
-                num_layers=mapping_layers,
-                lr_multiplier=mapping_lr_multiplier,
+                num_layers=c.mapping_layers,
+                lr_multiplier=c.mapping_lr_multiplier,
                 w_avg_beta=None,
             )
         self.b4 = DiscriminatorEpilogue(
@@ -309,7 +317,7 @@ class Discriminator(torch.nn.Module):
             resolution=4,
             img_channels=img_channels,
             architecture=architecture,
-            mbstd_group_size=mbstd_group_size,
+            mbstd_group_size=c.mbstd_group_size,
             mbstd_num_channels=mbstd_num_channels,
             conv_clamp=conv_clamp,
         )
@@ -365,3 +373,41 @@ class Discriminator(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"
+
+
+# ---------------------------------------------------------------------------------------
+# The family: published constructor arguments (train.py builds it in creps.config).
+
+_PUBLISHED_TOP = Section(names={name: name for name in (
+    "c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max", "num_fp16_res",
+    "conv_clamp", "cmap_dim",
+)})
+_PUBLISHED_NESTED = {
+    "block_kwargs": Section(
+        names={"freeze_layers": "freeze_layers"},
+        fixed={"activation": "lrelu", "resample_filter": list(DEFAULT_RESAMPLE_FILTER)},
+        ignored=frozenset({"fp16_channels_last"}),
+    ),
+    "mapping_kwargs": Section(
+        names={"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier"},
+        fixed={"activation": "lrelu"},
+    ),
+    "epilogue_kwargs": Section(
+        names={"mbstd_group_size": "mbstd_group_size", "mbstd_num_channels": "mbstd_num_channels"},
+        fixed={"activation": "lrelu"},
+    ),
+}
+
+
+def from_published(init: Mapping[str, Any]) -> DiscriminatorConfig:
+    """Published `training/networks_stylegan2.py Discriminator` kwargs (top level plus
+    `block_kwargs`, `mapping_kwargs`, `epilogue_kwargs`) -> our config."""
+    fields = translate_published("StyleGAN2 discriminator", init, ("c_dim", "img_resolution", "img_channels"),
+                                 _PUBLISHED_TOP, _PUBLISHED_NESTED)
+    return config_from_dict(DiscriminatorConfig, fields, "StyleGAN2 discriminator")
+
+
+FAMILY = Family(
+    name="stylegan2-discriminator", role="D", config=DiscriminatorConfig, network=Discriminator,
+    published_name="stylegan2.Discriminator", from_published=from_published,
+)

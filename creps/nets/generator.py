@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -21,12 +21,14 @@ def check_synthesis_inputs(ws: torch.Tensor, noise_mode: str, num_ws: int, w_dim
 
 class MappedGenerator(torch.nn.Module):
     """A generator whose subclass builds `synthesis` and then `mapping` (that order keeps the
-    published state_dict order); the mapping always runs in float32."""
+    published state_dict order); the mapping always runs in float32. `config` is the family's
+    config dataclass the generator was built from."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int):
+    def __init__(self, config: Any):
         super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.config = config
+        self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
+        self.img_resolution, self.img_channels = config.img_resolution, config.img_channels
 
     def mapped_ws(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                   truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 
 from creps.ops.bias_act import bias_act
 
+DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)  # StyleGAN2's FIR filter for 2x up- and downsampling
+
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Pixel norm: scale x so that its mean square along `dim` is 1."""

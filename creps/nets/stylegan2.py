@@ -27,12 +27,15 @@ image are always float32; `force_fp32=True` turns autocast off for the whole cal
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
+                               translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
-from creps.nets.layers import FullyConnectedLayer
+from creps.nets.layers import DEFAULT_RESAMPLE_FILTER, FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
 from creps.nets.modconv import (
     check_modconv_inputs,
@@ -47,7 +50,27 @@ from creps.nets.resolution import feature_channels, low_precision_from, resoluti
 from creps.ops.bias_act import bias_act, default_gain
 from creps.ops.upfirdn2d import setup_filter, upsample2d
 
-DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
+@dataclass(frozen=True)
+class StyleGAN2Config:
+    """Everything the StyleGAN2 generator is built from (its constructor's input)."""
+
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    channel_base: int = 32768
+    channel_max: int = 512
+    mapping_layers: int = 8
+    conv_clamp: Optional[float] = 256  # output clamp of every conv; None: none
+    num_fp16_res: int = 4  # blocks at the highest resolutions that follow autocast
+    fused_modconv: Optional[bool] = None  # grouped-conv modulation; None: in eval only
+    use_noise: bool = True
+    resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: Optional[float] = 0.998
+    mapping_embed_features: Optional[int] = None
+    mapping_layer_features: Optional[int] = None
 
 
 def _overflow_safe(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,35 +336,74 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(MappedGenerator):
     """StyleGAN2 generator: mapping network + 'skip' synthesis network."""
 
-    def __init__(
-        self,
-        z_dim: int,
-        c_dim: int,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int,
-        channel_base: int = 32768,
-        channel_max: int = 512,
-        mapping_layers: int = 8,
-        conv_clamp: Optional[float] = 256,
-        num_fp16_res: int = 4,
-        fused_modconv: Optional[bool] = None,
-        use_noise: bool = True,
-        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
-        mapping_lr_multiplier: float = 0.01,
-        w_avg_beta: Optional[float] = 0.998,
-        mapping_embed_features: Optional[int] = None,
-        mapping_layer_features: Optional[int] = None,
-    ):
-        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
+    def __init__(self, config: StyleGAN2Config):
+        c = config
+        super().__init__(config)
         self.synthesis = SynthesisNetwork(
-            w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
-            num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, use_noise=use_noise,
-            resample_filter=resample_filter, fused_modconv=fused_modconv,
+            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
+            num_fp16_res=c.num_fp16_res, conv_clamp=c.conv_clamp, use_noise=c.use_noise,
+            resample_filter=c.resample_filter, fused_modconv=c.fused_modconv,
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
-            z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-            embed_features=mapping_embed_features, layer_features=mapping_layer_features,
-            lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta, w_avg_update_on="update_emas",
+            c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+            embed_features=c.mapping_embed_features, layer_features=c.mapping_layer_features,
+            lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta, w_avg_update_on="update_emas",
         )
+
+
+# ---------------------------------------------------------------------------------------
+# The family: train.py preset, published constructor arguments, capabilities.
+
+
+def train_py_config(o: GeneratorOptions) -> StyleGAN2Config:
+    """`train.py --cfg=stylegan2`."""
+    return StyleGAN2Config(**o.sizes(), conv_clamp=o.clamp)
+
+
+_PUBLISHED_TOP = Section(
+    names={
+        **{name: name for name in (*REQUIRED_G, "channel_base", "channel_max", "conv_clamp", "use_noise",
+                                   "resample_filter")},
+        "num_fp16_res": "num_fp16_res",  # which blocks follow autocast (see the module doc)
+        "fused_modconv_default": "fused_modconv",  # value translated through _PUBLISHED_FUSED
+    },
+    fixed={"architecture": "skip", "activation": "lrelu", "kernel_size": 3},
+    ignored=frozenset({"fp16_channels_last"}),  # memory layout only
+)
+_PUBLISHED_MAPPING = Section(
+    names={
+        "num_layers": "mapping_layers",
+        "lr_multiplier": "mapping_lr_multiplier",
+        "w_avg_beta": "w_avg_beta",
+        "embed_features": "mapping_embed_features",
+        "layer_features": "mapping_layer_features",
+    },
+    fixed={"activation": "lrelu", "freeze_layers": 0, "freeze_embed": False},
+)
+# published fused_modconv_default -> our fused_modconv (None: fused in eval, not in training)
+_PUBLISHED_FUSED = {True: True, False: False, "inference_only": None}
+
+
+def from_published(init: Mapping[str, Any]) -> StyleGAN2Config:
+    """Published `training/networks_stylegan2.py Generator` kwargs -> our config. The published
+    constructor passes every argument besides the sizes and `mapping_kwargs` on to the
+    synthesis blocks; files of the StyleGAN2-ADA code nest them in `synthesis_kwargs`, which
+    count as top level here, as in the later code."""
+    if isinstance(init.get("synthesis_kwargs"), dict):
+        init = {**{k: v for k, v in init.items() if k != "synthesis_kwargs"}, **init["synthesis_kwargs"]}
+    fields = translate_published("StyleGAN2 generator", init, REQUIRED_G, _PUBLISHED_TOP,
+                                 {"mapping_kwargs": _PUBLISHED_MAPPING})
+    if "fused_modconv" in fields:
+        if not isinstance(fields["fused_modconv"], (bool, str)) or fields["fused_modconv"] not in _PUBLISHED_FUSED:
+            raise ValueError(f"StyleGAN2 generator: fused_modconv_default={fields['fused_modconv']!r} is not supported")
+        fields["fused_modconv"] = _PUBLISHED_FUSED[fields["fused_modconv"]]
+    return config_from_dict(StyleGAN2Config, fields, "StyleGAN2 generator")
+
+
+FAMILY = Family(
+    name="stylegan2", role="G", config=StyleGAN2Config, network=Generator, published_name="stylegan2.Generator",
+    from_published=from_published, marker="synthesis.b4.const", capabilities=frozenset({Capability.NOISE_INPUTS}),
+    presets=(Preset("stylegan2", train_py_config, glr=0.002, mapping_layers=8, lazy_g_reg=True, pl_weight=2,
+                    style_mixing_prob=0.9, pl_no_weight_grad=True),),
+)

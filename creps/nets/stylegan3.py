@@ -9,7 +9,7 @@ The computation and the state_dict layout are those of the published
   fixed random frequency f (buffer `freqs`) and phase (buffer `phases`), sampled on a grid a
   little larger than the first layer's image. An affine map of ws[0] gives a rotation angle
   and a translation that move the whole pattern; the 3x3 buffer `transform` adds a *user*
-  transform on top (see `make_transform` / `set_user_transform`); a learned CxC `weight`
+  transform on top (see `make_transform`, and `creps.generate.set_transform`); a learned CxC `weight`
   mixes the channels;
 - `synthesis.L{i}_{size}_{channels}`: `num_layers` modulated convolutions, each followed by
   a filtered leaky ReLU (bias, upsample x2 (x4 where the sampling rate doubles), lrelu,
@@ -32,13 +32,16 @@ statistics are always float32, and `force_fp32=True` turns autocast off for the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
+                               translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
@@ -62,6 +65,35 @@ LRELU_GAIN = math.sqrt(2)
 LRELU_SLOPE = 0.2
 
 
+@dataclass(frozen=True)
+class StyleGAN3Config:
+    """Everything the StyleGAN3 generator is built from (its constructor's input)."""
+
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    channel_base: int = 32768
+    channel_max: int = 512
+    mapping_layers: int = 2
+    conv_clamp: Optional[float] = 256  # output clamp of every conv; None: none
+    magnitude_ema_beta: float = 0.999  # decay of the layers' input magnitude statistics
+    conv_kernel: int = 3  # StyleGAN3-R: 1
+    use_radial_filters: bool = False  # StyleGAN3-R: radially symmetric downsampling filters
+    num_fp16_res: int = 4  # layers at the highest sampling rates that follow autocast
+    num_layers: int = 14
+    num_critical: int = 2  # critically sampled layers at the end
+    first_cutoff: float = 2
+    first_stopband: float = 2**2.1
+    last_stopband_rel: float = 2**0.3
+    margin_size: int = 10  # extra pixels around the image in the non-final layers
+    output_scale: float = 0.25
+    fused_modconv: Optional[bool] = None  # grouped-conv modulation; None: in eval only
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
+
+
 # ---------------------------------------------------------------------------------------------
 # User transform (the renderer's translate / rotate)
 
@@ -73,23 +105,13 @@ def make_transform(translate: Sequence[float] = (0.0, 0.0), angle_deg: float = 0
     The synthesis input wants the *inverse* of the transform wrt the resulting image, as the
     published gen_images.py sets it:
         G.synthesis.input.transform.copy_(torch.linalg.inv(make_transform((0.1, 0), 5)))
-    which `set_user_transform(G, (0.1, 0), 5)` does. A positive x translation moves the
-    content to the right.
+    which `creps.generate.set_transform(G, (0.1, 0), 5)` does. A positive x translation moves
+    the content to the right.
     """
     rad = math.radians(angle_deg)
     cos, sin = math.cos(rad), math.sin(rad)
     tx, ty = (float(v) for v in translate)
     return torch.tensor([[cos, sin, tx], [-sin, cos, ty], [0.0, 0.0, 1.0]], dtype=torch.float64)
-
-
-def set_user_transform(net: torch.nn.Module, translate: Sequence[float] = (0.0, 0.0),
-                       angle_deg: float = 0.0) -> None:
-    """Render the generator (or its synthesis network) translated by `translate` and rotated
-    by `angle_deg` degrees from now on: stores inv(make_transform(...)) in the input layer."""
-    synthesis = getattr(net, "synthesis", net)
-    buffer = synthesis.input.transform
-    with torch.no_grad():
-        buffer.copy_(torch.linalg.inv(make_transform(translate, angle_deg)).to(buffer))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,25 +433,73 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(MappedGenerator):
     """StyleGAN3 generator (T; R with conv_kernel=1 and use_radial_filters=True)."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 2,
-                 conv_clamp: Optional[float] = 256, magnitude_ema_beta: Optional[float] = 0.999,
-                 conv_kernel: int = 3, use_radial_filters: bool = False, num_fp16_res: int = 4,
-                 num_layers: int = 14, num_critical: int = 2, first_cutoff: float = 2,
-                 first_stopband: float = 2**2.1, last_stopband_rel: float = 2**0.3, margin_size: int = 10,
-                 output_scale: float = 0.25, fused_modconv: Optional[bool] = None,
-                 mapping_lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
-        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels)
+    def __init__(self, config: StyleGAN3Config):
+        c = config
+        super().__init__(config)
         self.synthesis = SynthesisNetwork(
-            w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
-            num_layers=num_layers, num_critical=num_critical, first_cutoff=first_cutoff,
-            first_stopband=first_stopband, last_stopband_rel=last_stopband_rel, margin_size=margin_size,
-            output_scale=output_scale, num_fp16_res=num_fp16_res, conv_kernel=conv_kernel,
-            use_radial_filters=use_radial_filters, conv_clamp=conv_clamp,
-            magnitude_ema_beta=0.999 if magnitude_ema_beta is None else magnitude_ema_beta,
-            fused_modconv=fused_modconv,
+            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
+            num_layers=c.num_layers, num_critical=c.num_critical, first_cutoff=c.first_cutoff,
+            first_stopband=c.first_stopband, last_stopband_rel=c.last_stopband_rel, margin_size=c.margin_size,
+            output_scale=c.output_scale, num_fp16_res=c.num_fp16_res, conv_kernel=c.conv_kernel,
+            use_radial_filters=c.use_radial_filters, conv_clamp=c.conv_clamp,
+            magnitude_ema_beta=c.magnitude_ema_beta, fused_modconv=c.fused_modconv,
         )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
-                                      lr_multiplier=mapping_lr_multiplier, w_avg_beta=w_avg_beta,
+        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta,
                                       w_avg_update_on="update_emas")
+
+
+# ---------------------------------------------------------------------------------------------
+# The family: train.py presets (T and R), published constructor arguments, capabilities.
+
+
+def magnitude_ema_beta_for_batch(batch_size: int) -> float:
+    """Magnitude EMA decay per minibatch in training: a half-life of 20 kimg."""
+    return 0.5 ** (batch_size / (20 * 1e3))
+
+
+def train_py_config_t(o: GeneratorOptions) -> StyleGAN3Config:
+    """`train.py --cfg=stylegan3-t`."""
+    return StyleGAN3Config(**o.sizes(), conv_clamp=o.clamp, magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch_size))
+
+
+def train_py_config_r(o: GeneratorOptions) -> StyleGAN3Config:
+    """`train.py --cfg=stylegan3-r`: 1x1 convolutions and radially symmetric filters."""
+    return dataclasses.replace(train_py_config_t(o), conv_kernel=1, use_radial_filters=True)
+
+
+_PUBLISHED_TOP = Section(
+    names={name: name for name in (
+        *REQUIRED_G, "channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff", "first_stopband",
+        "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res", "conv_kernel", "use_radial_filters",
+        "conv_clamp", "magnitude_ema_beta",
+    )},
+    fixed={"filter_size": FILTER_SIZE, "lrelu_upsampling": LRELU_UPSAMPLING},
+)
+_PUBLISHED_MAPPING = Section(
+    names={"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier", "w_avg_beta": "w_avg_beta"},
+    fixed={"freeze_layers": 0, "freeze_embed": False},
+)
+
+
+def from_published(init: Mapping[str, Any]) -> StyleGAN3Config:
+    """Published `training/networks_stylegan3.py Generator` kwargs -> our config. The published
+    constructor takes the synthesis and per-layer options flat (they travel through
+    `**synthesis_kwargs` / `**layer_kwargs`) and the mapping options in `mapping_kwargs`."""
+    fields = translate_published("StyleGAN3 generator", init, REQUIRED_G, _PUBLISHED_TOP,
+                                 {"mapping_kwargs": _PUBLISHED_MAPPING})
+    return config_from_dict(StyleGAN3Config, fields, "StyleGAN3 generator")
+
+
+FAMILY = Family(
+    name="stylegan3", role="G", config=StyleGAN3Config, network=Generator, published_name="stylegan3.Generator",
+    from_published=from_published, marker="synthesis.input.freqs",
+    capabilities=frozenset({Capability.USER_TRANSFORM}), transform_buffer=lambda G: G.synthesis.input.transform,
+    presets=(
+        Preset("stylegan3-t", train_py_config_t, glr=0.0025, mapping_layers=2,
+               matches=lambda config: not config.use_radial_filters),
+        Preset("stylegan3-r", train_py_config_r, glr=0.0025, mapping_layers=2, capacity_factor=2, blur_init_sigma=10,
+               matches=lambda config: config.use_radial_filters),
+    ),
+)

@@ -84,7 +84,7 @@ def centred_padding(f: Optional[torch.Tensor], padding: Padding = 0, up: IntPair
 
 def setup_filter(
     f,
-    device: Union[str, torch.device] = "cpu",
+    device: Union[str, torch.device, None] = None,
     normalize: bool = True,
     flip_filter: bool = False,
     gain: float = 1,
@@ -93,7 +93,8 @@ def setup_filter(
     """Turn taps (list / array / tensor / None) into a float32 filter for `upfirdn2d`.
 
     1D taps become a 2D outer product unless `separable` (default: 1D with >= 8 taps).
-    `normalize` makes the taps sum to one (unit DC gain); `gain` scales the signal.
+    `normalize` makes the taps sum to one (unit DC gain); `gain` scales the signal. The
+    filter is made on the default device unless `device` is given.
     """
     taps = torch.as_tensor(1.0 if f is None else f, dtype=torch.float32).clone()
     if taps.numel() == 0 or taps.ndim > 2:
@@ -111,7 +112,7 @@ def setup_filter(
     if flip_filter:
         taps = taps.flip(list(range(taps.ndim)))
     taps = taps * (gain ** (taps.ndim / 2))
-    return taps.to(device=device)
+    return taps if device is None else taps.to(device=device)
 
 
 def _scaled_kernel(f: Optional[torch.Tensor], flip_filter: bool, gain: float, like: torch.Tensor) -> torch.Tensor:

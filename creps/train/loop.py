@@ -26,7 +26,7 @@ from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, de
 from creps.parallel import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
-from creps.train.resume import copy_matching
+from creps.train.resume import transfer_weights
 from creps.train.state import TrainingState, rank_state, save_training_state, state_file_name
 from creps.train.stats import StatsCollector
 from creps.train.step import Networks, Trainer, build_networks
@@ -199,9 +199,6 @@ def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer
     return path
 
 
-EXTRA_STATE = ("pl_mean", "label_rng", "augment_p", "ada_sums")
-
-
 def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world: World, log: RunLog) -> Progress:
     """Weights, optimizers and progress of the run; each process's own random streams and
     per-process tensors when the state was written by as many processes as now."""
@@ -211,7 +208,7 @@ def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world:
         opt.load_state_dict(state.optimizer_state(name))
     progress = Progress(**state.progress)
     own = world.enabled and state.process_count == world.size
-    trainer.load_extra_state({key: state.extra(key, world.rank if own else None) for key in EXTRA_STATE})
+    trainer.load_extra_state({key: state.extra(key, world.rank if own else None) for key in trainer.extra_state()})
     if own:
         state.restore_rng(world.rank)
     elif world.enabled:
@@ -233,7 +230,7 @@ def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if world.is_main:
             write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
-            save_snapshot(snapshot_path, cfg, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema},
+            save_snapshot(snapshot_path, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, training=cfg,
                           meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
         if cfg.metrics:
             values = evaluate_snapshot(cfg.metrics, nets.G_ema, cfg.data.path, mirror=cfg.data.xflip,
@@ -272,12 +269,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
         progress = restore_state(resume_state, nets, trainer, world, log)
         log(f"Resumed from {resume_state.path.name} at {progress.cur_nimg / 1e3:.1f} kimg")
     elif transfer_from is not None:
-        for name in ("G", "D", "G_ema"):
-            source = getattr(transfer_from, name) or (transfer_from.G_ema if name == "G" else None)
-            if source is not None:
-                t = copy_matching(source, getattr(nets, name))
-                if t.fresh or t.dropped:
-                    log(f"{name}: {len(t.copied)} tensors from the file, {len(t.fresh)} fresh, {len(t.dropped)} unused")
+        transfer_weights(transfer_from, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, log)
         log(f"Starting from the weights of {cfg.resume}")
     for net in (nets.G, nets.D, nets.G_ema):
         broadcast_module(net, world)

@@ -21,11 +21,11 @@ from typing import Any, Optional
 
 import torch
 
-from creps.checkpoint import Snapshot, is_pickle, load_snapshot, read_snapshot_config, snapshot_from_published
+from creps.checkpoint import Snapshot, is_pickle, load_snapshot, read_header, snapshot_from_published
 from creps.compat.published import published_file
 from creps.config import TrainConfig
 from creps.errors import UserError
-from creps.nets.registry import build_discriminator, build_generator
+from creps.nets.registry import build
 from creps.train.state import FORMAT as STATE_FORMAT
 from creps.train.state import TrainingState, load_training_state, newest_valid_state
 
@@ -35,6 +35,23 @@ class ResumePlan:
     run_dir: Optional[Path] = None  # continue in this run directory ...
     state: Optional[TrainingState] = None  # ... from this state
     snapshot: Optional[Snapshot] = None  # or start a new run from these weights
+
+    def config(self, fresh: TrainConfig) -> TrainConfig:
+        """What this plan trains with, given the config a new run of the same flags would have:
+        the run's own config (continuing), the published transfer settings (from a snapshot),
+        or the new run's (nothing to resume from)."""
+        if self.state is not None:
+            return continued_config(self.state.config, fresh)
+        if self.snapshot is not None:
+            return transfer_config(fresh)
+        return dataclasses.replace(fresh, resume=None)
+
+
+def transfer_config(cfg: TrainConfig) -> TrainConfig:
+    """A run that starts from trained weights, as the published train.py sets it up: no EMA
+    ramp-up, ADA adjusting 5x faster, no D input blur."""
+    return dataclasses.replace(cfg, ema_rampup=None, augment=dataclasses.replace(cfg.augment, ada_kimg=100),
+                               loss=dataclasses.replace(cfg.loss, blur_init_sigma=0.0))
 
 
 def _file_format(path: Path) -> Optional[str]:
@@ -75,13 +92,15 @@ def plan_resume(resume: str, outdir: str | Path, run_desc: str, log=print) -> Re
         return ResumePlan(snapshot=snapshot_from_published(path))
     if _file_format(path) == STATE_FORMAT:
         return ResumePlan(run_dir=path.parent, state=load_training_state(path))
-    read_snapshot_config(path)  # a clear error for files that are neither
+    read_header(path)  # a clear error for files that are neither
     return ResumePlan(snapshot=load_snapshot(path))
 
 
-# Options that may change when a run continues; everything else must match.
-CONTINUABLE = {"total_kimg", "kimg_per_tick", "snapshot_ticks", "metrics", "resume", "outdir", "run_desc", "extra",
-               "grid"}
+# Options that may change when a run continues; everything else must match ...
+CONTINUABLE = {"total_kimg", "kimg_per_tick", "snapshot_ticks", "metrics", "outdir", "run_desc", "grid",
+               "data.workers", "data.path"}
+# ... except what was fixed when the run started (by starting from trained weights or not).
+STARTED_WITH = {"resume", "ema_rampup", "augment.ada_kimg", "loss.blur_init_sigma"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -95,17 +114,13 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def continued_config(stored: TrainConfig, requested: TrainConfig) -> TrainConfig:
-    """The stored run's config with the options that may change taken from `requested`;
-    differences in anything that shapes training are an error listing them."""
-    a = _flat(dataclasses.asdict(stored))
-    b = _flat(dataclasses.asdict(dataclasses.replace(requested, resume=stored.resume, ema_rampup=stored.ema_rampup,
-                                                     augment=stored.augment, loss=dataclasses.replace(
-                                                         requested.loss, blur_init_sigma=stored.loss.blur_init_sigma))))
-    ignored = {"data.workers", "data.path"}
-    diffs = [f"{k}: run has {a[k]!r}, now {b.get(k)!r}" for k in sorted(a)
-             if k.split(".")[0] not in CONTINUABLE and k not in ignored and a[k] != b.get(k)]
-    if requested.augment.mode != stored.augment.mode or requested.augment.target != stored.augment.target:
-        diffs.append(f"augment: run has {stored.augment.mode}, now {requested.augment.mode}")
+    """The stored run's config with the options that may change taken from `requested` (the
+    config a new run of the flags given now would have); differences in anything that shapes
+    training are an error listing them."""
+    a, b = _flat(stored.to_dict()), _flat(requested.to_dict())
+    fixed = [k for k in sorted(set(a) | set(b)) if k not in CONTINUABLE | STARTED_WITH
+             and k.split(".")[0] not in CONTINUABLE and a.get(k) != b.get(k)]
+    diffs = [f"{k}: run has {a.get(k)!r}, now {b.get(k)!r}" for k in fixed]
     if diffs:
         raise UserError("--resume: the options differ from the run's (" + "; ".join(diffs[:6]) +
                         "); pass the run's own options, or start a new run")
@@ -156,27 +171,42 @@ def copy_matching(source: torch.nn.Module, dest: torch.nn.Module) -> Transfer:
     return t
 
 
+def transfer_source(snap: Snapshot, name: str) -> Optional[torch.nn.Module]:
+    """The snapshot's network that starts `name` of a new run: a file without G starts G from G_ema."""
+    return getattr(snap, name) or (snap.G_ema if name == "G" else None)
+
+
+def transfer_weights(snap: Snapshot, nets: dict[str, torch.nn.Module], log) -> None:
+    """Start a new run's networks from the snapshot's (see copy_matching); logs what starts fresh."""
+    for name, net in nets.items():
+        source = transfer_source(snap, name)
+        if source is not None:
+            t = copy_matching(source, net)
+            if t.fresh or t.dropped:
+                log(f"{name}: {len(t.copied)} tensors from the file, {len(t.fresh)} fresh, {len(t.dropped)} unused")
+
+
 def check_transfer(cfg: TrainConfig, snap: Snapshot) -> list[str]:
     """Stop with a clear line when the snapshot's networks cannot start a run of `cfg` (another
     --cfg, another capacity, or at the same resolution anything that differs); returns notes
     on what a change of resolution leaves fresh."""
-    have, want = snap.config, cfg
-    source_desc = f"{have.cfg}, {have.G.img_resolution}x{have.G.img_resolution}"
-    if have.G.arch != want.G.arch:
-        raise UserError(f"--resume: the network is {have.G.arch} ({source_desc}) but --cfg={want.G.arch}; "
-                        f"pass --cfg={have.G.arch} to fine-tune it")
-    if (have.G.z_dim, have.G.w_dim) != (want.G.z_dim, want.G.w_dim):
-        raise UserError(f"--resume: the network has z_dim {have.G.z_dim} and w_dim {have.G.w_dim} ({source_desc}); "
-                        f"train.py builds {want.G.z_dim} and {want.G.w_dim}, so it cannot fine-tune this network")
-    if (have.G.c_dim, have.G.img_channels) != (want.G.c_dim, want.G.img_channels):
-        raise UserError(f"--resume: the network takes {have.G.c_dim} classes and makes {have.G.img_channels}-channel "
-                        f"images, the data has {want.G.c_dim} classes and {want.G.img_channels} channels "
-                        f"({want.data.path})")
-    same_res = have.G.img_resolution == want.G.img_resolution
+    have, want = snap.G_ema.config, cfg.G
+    source_desc = f"{snap.preset}, {have.img_resolution}x{have.img_resolution}"
+    if snap.preset != cfg.preset:
+        raise UserError(f"--resume: the network is {snap.preset} ({source_desc}) but --cfg={cfg.preset}; "
+                        f"pass --cfg={snap.preset} to fine-tune it")
+    if (have.z_dim, have.w_dim) != (want.z_dim, want.w_dim):
+        raise UserError(f"--resume: the network has z_dim {have.z_dim} and w_dim {have.w_dim} ({source_desc}); "
+                        f"train.py builds {want.z_dim} and {want.w_dim}, so it cannot fine-tune this network")
+    if (have.c_dim, have.img_channels) != (want.c_dim, want.img_channels):
+        raise UserError(f"--resume: the network takes {have.c_dim} classes and makes {have.img_channels}-channel "
+                        f"images, the data has {want.c_dim} classes and {want.img_channels} channels "
+                        f"({cfg.data.path})")
+    same_res = have.img_resolution == want.img_resolution
     problems, notes = [], []
-    wanted = {"G": build_generator(cfg.G), "D": build_discriminator(cfg.D)}
+    wanted = {"G": build(cfg.G), "D": build(cfg.D)}
     for name, net in wanted.items():
-        source = getattr(snap, name) if name != "G" else (snap.G or snap.G_ema)
+        source = transfer_source(snap, name)
         if source is None:
             notes.append(f"the file has no {name}: it starts fresh")
             continue
@@ -192,10 +222,17 @@ def check_transfer(cfg: TrainConfig, snap: Snapshot) -> list[str]:
     if problems:
         more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
         raise UserError("--resume: the network does not fit these options: " + "; ".join(problems[:8]) + more +
-                        f" (network: --cfg={have.cfg}, {have.G.img_resolution}px, cbase {have.D.channel_base}, "
-                        f"cmax {have.D.channel_max}; now: {want.G.img_resolution}px, cbase {want.D.channel_base}, "
-                        f"cmax {want.D.channel_max}); pass the network's --cbase/--cmax/--map-depth")
+                        f" (network: --cfg={snap.preset}, {have.img_resolution}px, {capacity(snap)}; "
+                        f"now: {want.img_resolution}px, cbase {cfg.D.channel_base}, cmax {cfg.D.channel_max}); "
+                        "pass the network's --cbase/--cmax/--map-depth")
     if not same_res:
-        notes.insert(0, f"fine-tuning a {have.G.img_resolution}x{have.G.img_resolution} network on "
-                        f"{want.G.img_resolution}x{want.G.img_resolution} data")
+        notes.insert(0, f"fine-tuning a {have.img_resolution}x{have.img_resolution} network on "
+                        f"{want.img_resolution}x{want.img_resolution} data")
     return notes
+
+
+def capacity(snap: Snapshot) -> str:
+    """The --cbase/--cmax a snapshot's networks were built with, as far as the file says."""
+    if snap.D is not None:
+        return f"cbase {snap.D.config.channel_base}, cmax {snap.D.config.channel_max}"
+    return f"G cbase {snap.G_ema.config.channel_base}, cmax {snap.G_ema.config.channel_max}"

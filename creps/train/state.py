@@ -25,9 +25,11 @@ from safetensors.torch import save as safetensors_save
 from creps.atomic import atomic_write_bytes
 from creps.config import TrainConfig
 from creps.errors import UserError
+from creps.nets.registry import check_tensors
 
 FORMAT = "creps.training-state"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: configs of each network family (1: a flat generator config; still read)
+READABLE_VERSIONS = ("1", "2")
 STATE_GLOB = "training-state-*.safetensors"
 
 
@@ -192,13 +194,21 @@ def load_training_state(path: str | Path) -> TrainingState:
                         "resume from an earlier training-state-*.safetensors") from None
     if metadata.get("format") != FORMAT:
         raise UserError(f"{path}: not a creps training state")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: training state version {metadata.get('format_version')} is not supported")
+    if metadata.get("format_version") not in READABLE_VERSIONS:
+        raise UserError(f"{path}: training state version {metadata.get('format_version')} is not supported "
+                        "by this creps; upgrade creps")
     if tensors_digest(tensors) != metadata.get("sha256"):
         raise UserError(f"{path}: checksum mismatch, the file is corrupt; resume from an earlier "
                         "training-state-*.safetensors")
+    try:
+        config = TrainConfig.from_dict(json.loads(metadata["config"]))
+        for name in ("G", "D", "G_ema"):
+            shapes = {k[len(name) + 1:]: tuple(v.shape) for k, v in tensors.items() if k.startswith(name + ".")}
+            check_tensors(config.D if name == "D" else config.G, shapes, name)
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: the recorded configuration does not fit the file ({err})") from None
     return TrainingState(
-        path=path, config=TrainConfig.from_dict(json.loads(metadata["config"])),
+        path=path, config=config,
         progress=json.loads(metadata["progress"]), tensors=tensors,
         optimizers=json.loads(metadata["optimizers"]), rng=json.loads(metadata["rng"]),
         networks=metadata.get("networks", "").split(","), rank_rng=json.loads(metadata.get("ranks") or "[]"),

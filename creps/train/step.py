@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from creps.config import OptimizerConfig, TrainConfig
-from creps.nets.registry import build_discriminator, build_generator
+from creps.nets.registry import Capability, build, family_of
 from creps.train.augment import AdaStats, build_augment_pipe
 from creps.parallel import SINGLE, World, average_gradients
 from creps.train.ema import ema_beta, update_ema
@@ -29,9 +29,9 @@ class Networks:
 
 
 def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
-    G = build_generator(cfg.G).to(device).train().requires_grad_(False)
-    D = build_discriminator(cfg.D).to(device).train().requires_grad_(False)
-    if hasattr(G.synthesis, "recompute"):
+    G = build(cfg.G).to(device).train().requires_grad_(False)
+    D = build(cfg.D).to(device).train().requires_grad_(False)
+    if family_of(G).can(Capability.RECOMPUTE):
         G.synthesis.recompute = cfg.recompute
     G_ema = copy.deepcopy(G).eval()
     return Networks(G=G, D=D, G_ema=G_ema)
