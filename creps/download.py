@@ -13,7 +13,7 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Mapping, Optional, Union
 
 from creps.atomic import atomic_path
 from creps.errors import UserError
@@ -24,8 +24,9 @@ def cache_root() -> Path:
     return Path(os.path.expanduser(os.environ.get("CREPS_CACHE_DIR") or "~/.cache/creps"))
 
 
-def is_url(text: str) -> bool:
-    return bool(re.match(r"^(https?|file)://", text))
+def is_remote(text: str) -> bool:
+    """An http(s) URL (a file:// URL names a local file)."""
+    return bool(re.match(r"^https?://", text))
 
 
 def local_path(text: str) -> Path:
@@ -45,6 +46,16 @@ def sha256_of(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def promised_sha256(filename: str, downloaded: bool, known: Mapping[str, str]) -> Optional[str]:
+    """The SHA-256 (or its leading hex digits) a file must have: a known file name's, else for a
+    download named `name-<hex>.<ext>` (the torch hub convention) that <hex>; None when nothing
+    is known."""
+    if filename in known:
+        return known[filename]
+    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", filename) if downloaded else None
+    return m.group(1) if m else None
 
 
 def verify_sha256(path: Union[str, Path], want: Optional[str], origin: str, url: str) -> str:
@@ -93,3 +104,22 @@ def fetch_cached(url: str, subdir: str, what: str, hint: str = "",
         raise UserError(f"cannot download {what} {url} ({' '.join(str(reason).split())}); "
                         f"download it elsewhere and put it at {target}{', or ' + hint if hint else ''}") from None
     return target
+
+
+def locate(source: str, what: str, subdir: str, missing: str, hint: str = "", known: Mapping[str, str] = {},
+           origin: Optional[str] = None) -> tuple[Path, str]:
+    """(local path, SHA-256) of a file given as PATH, ~/PATH, file:// URL or http(s) URL
+    (downloaded once into $CREPS_CACHE_DIR/<subdir>). The SHA-256 must be what the file's name
+    promises (see promised_sha256). `missing` is the fix named when a local file is not there,
+    `hint` another way to give a file that cannot be downloaded, `origin` where to get it again."""
+    remote = is_remote(source)
+    filename = url_filename(source, "download") if remote else local_path(source).name
+    want = promised_sha256(filename, remote, known)
+    if remote:
+        path = fetch_cached(source, subdir, what, hint=hint,
+                            check=lambda tmp: verify_sha256(tmp, want, source, source))
+    else:
+        path = local_path(source)
+        if not path.is_file():
+            raise UserError(f"{what} {source}: no such file; {missing}")
+    return path, verify_sha256(path, want, str(path), origin or source)

@@ -131,7 +131,7 @@ def dry_run(args: list[str], capsys) -> tuple[int, str, str, dict]:
 def check_presets(cfg: dict, args: tuple[str, ...]) -> None:
     """The printed options match the flags and the published preset of --cfg."""
     name = flag(args, "cfg")
-    assert cfg["cfg"] == name
+    assert cfg["preset"] == name
     cbase = int(flag(args, "cbase", 32768))
     cmax = int(flag(args, "cmax", 512))
     gpus = int(flag(args, "gpus", 1))

@@ -179,7 +179,7 @@ def test_download_is_cached_and_checked(world, tmp_path, monkeypatch):
         Path(dest).write_bytes(world["detector"].read_bytes())
 
     monkeypatch.setattr(download, "download_file", fake_download)
-    digest = inception.sha256_of(world["detector"])
+    digest = download.sha256_of(world["detector"])
     url = f"https://example.invalid/weights/tiny-inception-{digest[:8]}.pth"  # torch hub naming
     assert load_detector(url).feature_dim == 128
     assert load_detector(url).feature_dim == 128

@@ -14,7 +14,7 @@ from creps.metrics import Detectors, metric_families
 from creps.nets.registry import CONFIG_NAMES
 from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
                             leave_process, shutdown, spawn)
-from creps.train.resume import ResumePlan, check_transfer, plan_resume
+from creps.train.resume import ResumePlan, check_transfer, plan_resume, transfer_config
 
 EXAMPLES = """examples:
   # Train CREPS for AFHQv2 using 8 GPUs.
@@ -128,6 +128,7 @@ def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
                 if not options.dry_run:
                     raise
                 resume_note = str(err)
+                cfg = transfer_config(cfg)  # the published meaning of --resume: start from those weights
             if plan.snapshot is not None:
                 for note in check_transfer(cfg, plan.snapshot):
                     print(f"note: {note}")

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import torch
 
 from creps.compat.pickle_reader import Recorded, UnsafePickle, plain, read_published_pickle
-from creps.download import fetch_cached, is_url, local_path, sha256_of
+from creps.download import fetch_cached, is_remote, local_path, sha256_of
 from creps.errors import UserError
 from creps.nets.registry import FAMILIES, build, check_tensors, published_family
 
@@ -152,7 +152,7 @@ def published_file(source: Union[str, Path]) -> Path:
     """A local path for `source` (path, ~/path, file:// URL, or http(s) URL fetched into the
     cache folder $CREPS_CACHE_DIR/networks)."""
     text = str(source)
-    if is_url(text) and not text.startswith("file://"):
+    if is_remote(text):
         return fetch_cached(text, "networks", "the network pickle")
     path = local_path(text)
     if not path.is_file():

@@ -15,18 +15,16 @@ on request the 1008 logits without bias (Inception Score) and with bias.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-from creps.download import cache_root, fetch_cached, is_url, local_path, sha256_of, url_filename, verify_sha256
+from creps.download import locate
 from creps.errors import UserError
 
-__all__ = ["InceptionV3", "cache_root", "from_state_dict", "is_url", "load_detector", "sha256_of"]
+__all__ = ["InceptionV3", "from_state_dict", "load_detector"]
 
 PUBLISHED_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 PUBLISHED_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -332,32 +330,6 @@ def from_state_dict(state: dict[str, torch.Tensor], where: str = "detector") -> 
 # Loading the weights: --detector, $CREPS_DETECTOR, or the published URL (downloaded once).
 
 
-def expected_hash(filename: str, downloaded: bool) -> Optional[str]:
-    """The SHA-256 a file must have (in full for the published file names) or start with
-    (a downloaded `name-<hex>.pth`, the torch hub convention), or None when nothing is known."""
-    if filename in KNOWN_SHA256:
-        return KNOWN_SHA256[filename]
-    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", filename) if downloaded else None
-    return m.group(1) if m else None
-
-
-def check_hash(path: Path, filename: str, origin: str, downloaded: bool = False) -> str:
-    """SHA-256 of `path`, checked against what `filename` promises; a mismatch is a UserError."""
-    return verify_sha256(path, expected_hash(filename, downloaded), origin, PUBLISHED_URL)
-
-
-def fetch(url: str) -> Path:
-    """The cached copy of `url` under $CREPS_CACHE_DIR/detectors, downloaded (atomically,
-    hash-checked) when missing. Offline: one-line UserError saying where to put the file."""
-    filename = url_filename(url, "detector.pth")
-
-    def verify(tmp: Path) -> None:
-        check_hash(tmp, filename, url, downloaded=True)
-
-    return fetch_cached(url, "detectors", "the Inception detector",
-                        hint="pass --detector=PATH (or set CREPS_DETECTOR=PATH)", check=verify)
-
-
 def resolve_source(source: Optional[str] = None) -> str:
     """--detector, else $CREPS_DETECTOR, else the published URL."""
     return source or os.environ.get("CREPS_DETECTOR") or PUBLISHED_URL
@@ -369,17 +341,10 @@ def load_detector(source: Optional[str] = None, device: Union[str, torch.device]
     The file is read with `torch.load(weights_only=True)` (never unpickled freely) and loaded
     strictly. `detector.identity` names the weights (their SHA-256) for feature caches.
     """
-    source = resolve_source(source)
-    downloaded = is_url(source) and not source.startswith("file://")
-    if downloaded:
-        path, filename = fetch(source), url_filename(source, "detector.pth")
-    else:
-        path = local_path(source)
-        filename = path.name
-        if not path.is_file():
-            raise UserError(f"detector {source}: no such file; give the path of {PUBLISHED_NAME} "
-                            f"(from {PUBLISHED_URL}) with --detector or CREPS_DETECTOR")
-    digest = check_hash(path, filename, str(path), downloaded)
+    path, digest = locate(resolve_source(source), "the Inception detector", "detectors",
+                          missing=f"give the path of {PUBLISHED_NAME} (from {PUBLISHED_URL}) with --detector or "
+                                  "CREPS_DETECTOR", hint="pass --detector=PATH (or set CREPS_DETECTOR=PATH)",
+                          known=KNOWN_SHA256, origin=PUBLISHED_URL)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for files it cannot read
@@ -389,5 +354,5 @@ def load_detector(source: Optional[str] = None, device: Union[str, torch.device]
         raise UserError(f"detector {path}: holds a {type(state).__name__}, expected a state dict; "
                         f"use {PUBLISHED_NAME} from {PUBLISHED_URL}")
     net = from_state_dict(state, where=f"detector {path}")
-    net.identity = f"{Path(filename).stem}-sha256-{digest}"
+    net.identity = f"{path.stem}-sha256-{digest}"
     return net.to(device)

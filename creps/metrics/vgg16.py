@@ -31,9 +31,8 @@ from typing import Optional, Union
 
 import torch
 
-from creps.download import fetch_cached, is_url, local_path, url_filename, verify_sha256
+from creps.download import locate
 from creps.errors import UserError
-from creps.metrics import inception
 from creps.metrics.inception import resize_like_tf1, scaled
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -259,32 +258,6 @@ def from_state_dicts(vgg: dict[str, torch.Tensor], lin: dict[str, torch.Tensor],
 # Loading the weights: an argument, else an environment variable, else the published URL.
 
 
-def expected_sha256(filename: str, downloaded: bool) -> Optional[str]:
-    """The SHA-256 (or its leading hex digits) a weights file must have, or None."""
-    return KNOWN_SHA256_PREFIX.get(filename) or inception.expected_hash(filename, downloaded)
-
-
-def check_sha256(path: Path, filename: str, origin: str, url: str, downloaded: bool) -> str:
-    """SHA-256 of `path`, checked against what its name promises; a mismatch is a UserError."""
-    return verify_sha256(path, expected_sha256(filename, downloaded), origin, url)
-
-
-def locate(source: str, what: str, env: str, url: str) -> tuple[Path, str, bool]:
-    """A local path, file:// URL or URL (downloaded once into $CREPS_CACHE_DIR/detectors) ->
-    (local file, the name its hash is judged by, whether it was downloaded)."""
-    if is_url(source) and not source.startswith("file://"):
-        filename = url_filename(source, "weights.pth")
-
-        def verify(tmp: Path) -> None:
-            check_sha256(tmp, filename, source, source, downloaded=True)
-
-        return fetch_cached(source, "detectors", f"the {what}", hint=f"set {env}=PATH", check=verify), filename, True
-    path = local_path(source)
-    if not path.is_file():
-        raise UserError(f"{what} {source}: no such file; give the path of the file from {url} (set {env}=PATH)")
-    return path, path.name, False
-
-
 def read_state(path: Path, what: str, url: str) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors or .pth (torch.load with weights_only: never runs code)."""
     try:
@@ -304,8 +277,8 @@ def read_state(path: Path, what: str, url: str) -> dict[str, torch.Tensor]:
 
 
 def load_weights(source: str, what: str, env: str, url: str) -> tuple[dict[str, torch.Tensor], str, Path]:
-    path, filename, downloaded = locate(source, what, env, url)
-    digest = check_sha256(path, filename, str(path), url, downloaded)
+    path, digest = locate(source, f"the {what}", "detectors", missing=f"give the path of the file from {url} "
+                          f"(set {env}=PATH)", hint=f"set {env}=PATH", known=KNOWN_SHA256_PREFIX, origin=url)
     return read_state(path, what, url), digest, path
 
 
