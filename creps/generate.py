@@ -124,7 +124,7 @@ def write_png(path: Union[str, Path], array: np.ndarray) -> None:
     atomic_write_bytes(path, png_bytes(Image.fromarray(array)))
 
 
-def grid_shape(resolution: int, n_max: Optional[int] = None) -> tuple[int, int]:
+def grid_shape(resolution: int) -> tuple[int, int]:
     """Grid (width, height) in images of the published training grids: about 7680x4320 px."""
     gw = int(np.clip(7680 // resolution, 7, 32))
     gh = int(np.clip(4320 // resolution, 4, 32))

@@ -47,7 +47,7 @@ def _evaluate(world: parallel.World, files: dict, cache: str, out: str) -> None:
                           lpips=str(files["root"] / "lpips.pth"))
     results = {}
     for name in NAMES:
-        result = compute_metric(name, G, str(files["data"]), mirror=False, use_labels=False, device="cpu",
+        result = compute_metric(name, G, str(files["data"]), mirror=False, device="cpu",
                                 detector=detectors, progress=False, cache_dir=cache, batch_size=BATCH, world=world)
         results.update(result["results"])
         assert result["num_gpus"] == world.size

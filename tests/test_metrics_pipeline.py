@@ -327,7 +327,7 @@ def test_compute_metric_conditional_inception_score(world, tmp_path):
     snapshot = make_snapshot(tmp_path / "runs" / "00000-cond", data, cond=True)
     G = load_snapshot(snapshot, networks=("G_ema",)).G_ema
     assert G.c_dim == 3
-    result = compute_metric("is10", G, str(data), mirror=False, use_labels=True, device="cpu",
+    result = compute_metric("is10", G, str(data), mirror=False, device="cpu",
                             detector=str(world["detector"]), progress=False)
     mean, std = result["results"]["is10_mean"], result["results"]["is10_std"]
     assert mean >= 1 - 1e-9 and std >= 0

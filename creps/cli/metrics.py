@@ -136,7 +136,7 @@ def run_job(world: World, job: Job) -> None:
     run_dir = find_run_dir(Path(job.network))
     for name in job.metrics:
         say(f"Calculating {name}...")
-        result = compute_metric(name, G, job.data_path, mirror=job.mirror, use_labels=G.c_dim != 0, device=device,
+        result = compute_metric(name, G, job.data_path, mirror=job.mirror, device=device,
                                 detector=detectors, scale=job.scale, progress=job.verbose and world.is_main,
                                 workers=job.workers, world=world)
         if world.is_main:

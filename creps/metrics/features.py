@@ -28,7 +28,7 @@ from creps.atomic import atomic_path
 from creps.data.dataset import ImageDataset, open_dataset
 from creps.errors import UserError
 from creps.generate import render
-from creps.metrics.inception import cache_root
+from creps.download import cache_root
 from creps.parallel import SINGLE, World, all_sum, broadcast_object, gather_objects, owns
 
 POOL = "pool"  # 2048-d pool features: FID, KID, precision/recall

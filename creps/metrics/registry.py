@@ -1,6 +1,6 @@
 """Metric names -> computations, the published result dict, and metric-<name>.jsonl lines.
 
-    result = compute_metric("fid50k_full", G, "data.zip", mirror=False, use_labels=False, device=dev)
+    result = compute_metric("fid50k_full", G, "data.zip", mirror=False, device=dev)
     # {"results": {"fid50k_full": 3.2}, "metric": "fid50k_full", "total_time": 812.4,
     #  "total_time_str": "13m 32s", "num_gpus": 1}
     append_metric_jsonl(run_dir, result, run_dir / "network-snapshot-000200.safetensors")
@@ -60,7 +60,7 @@ def metric_families(names: Sequence[str]) -> list[str]:
     return [metric_spec(name).family for name in names]
 
 
-def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: bool, use_labels: bool,
+def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: bool,
                    device: Union[str, torch.device], detector: Union[Detector, Detectors] = None,
                    scale: Optional[float] = None,
                    progress: bool = True, cache_dir: Union[str, Path, None] = None, cache: bool = True,
@@ -73,13 +73,11 @@ def compute_metric(name: str, G: torch.nn.Module, data_path: str, *, mirror: boo
     detector (module, or path/URL for load_detector, or None: $CREPS_DETECTOR, else the published
     weights); the VGG16 of precision/recall and PPL then comes from $CREPS_VGG16 / $CREPS_LPIPS
     or the published URLs. `mirror`: the dataset's x-flips (used by
-    the non-_full metrics). `use_labels`: accepted for the training loop's convenience; as
-    published, a conditional G is always fed labels of random dataset items, an unconditional
-    one none. `cache_dir`: where real features are cached (default
+    the non-_full metrics). As published, a conditional G is always fed the labels of random
+    dataset items, an unconditional one none. `cache_dir`: where real features are cached (default
     $CREPS_CACHE_DIR/gan-metrics; `cache=False` disables it). Returns the published dict.
     """
     spec = metric_spec(name)
-    del use_labels  # G's c_dim decides: a conditional G always gets dataset labels (published rule)
     device = torch.device(device)
     start = time.time()
     detectors = detectors_for(detector, device)
@@ -128,7 +126,7 @@ def append_metric_jsonl(run_dir: Union[str, Path], result: dict[str, Any],
 
 
 def evaluate_snapshot(names: Sequence[str], G: torch.nn.Module, data_path: str, *, mirror: bool,
-                      use_labels: bool, device: Union[str, torch.device], run_dir: Union[str, Path],
+                      device: Union[str, torch.device], run_dir: Union[str, Path],
                       snapshot_path: Union[str, Path], detector: Union[Detector, Detectors] = None,
                       progress: bool = False, log: Optional[Callable[[str], None]] = None,
                       world: World = SINGLE) -> dict[str, float]:
@@ -138,7 +136,7 @@ def evaluate_snapshot(names: Sequence[str], G: torch.nn.Module, data_path: str, 
     values: dict[str, float] = {}
     detectors = detectors_for(detector, torch.device(device)).require(metric_families(names))  # once for all
     for name in names:
-        result = compute_metric(name, G, data_path, mirror=mirror, use_labels=use_labels, device=device,
+        result = compute_metric(name, G, data_path, mirror=mirror, device=device,
                                 detector=detectors, progress=progress and world.is_main, world=world)
         if world.is_main:
             line = append_metric_jsonl(run_dir, result, snapshot_path)

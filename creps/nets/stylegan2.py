@@ -42,13 +42,13 @@ from creps.nets.modconv import (
     demodulation_coefficients,
     fused_conv,
     per_sample_weights,
-    unfused_conv,
     use_fused,
 )
 from creps.nets.precision import autocast_dtype, autocast_off
 from creps.nets.resolution import feature_channels, low_precision_from, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
 from creps.ops.upfirdn2d import setup_filter, upsample2d
+from creps.ops.styled_conv import unfused_conv
 
 @dataclass(frozen=True)
 class StyleGAN2Config:

@@ -51,13 +51,13 @@ from creps.nets.modconv import (
     demodulation_coefficients,
     fused_conv,
     per_sample_weights,
-    unfused_conv,
     use_fused,
 )
 from creps.nets.precision import autocast_dtype, autocast_off
 from creps.nets.resolution import resolution_log2
 from creps.ops.filtered_lrelu import filtered_lrelu
 from creps.ops.filters import design_lowpass_filter
+from creps.ops.styled_conv import unfused_conv
 
 FILTER_SIZE = 6  # low-pass taps per unit of the lower of the two sampling rates
 LRELU_UPSAMPLING = 2  # the nonlinearity runs at twice the layer's larger sampling rate
@@ -205,8 +205,9 @@ def magnitude_ema_update(ema: torch.Tensor, current: torch.Tensor, beta: float) 
     return current.lerp(ema, beta)
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                     padding: int, input_gain: Optional[torch.Tensor] = None, fused: bool = True) -> torch.Tensor:
+def normalized_modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                                padding: int, input_gain: Optional[torch.Tensor] = None,
+                                fused: bool = True) -> torch.Tensor:
     """StyleGAN3 modulated conv of x [N, I, H, W] with weight [O, I, k, k] and styles [N, I].
 
     With demodulation, the weight is first scaled to unit RMS per output channel and the
@@ -355,8 +356,8 @@ class SynthesisLayer(torch.nn.Module):
             styles = self.affine(w.float())
             if self.is_torgb:
                 styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
-        x = modulated_conv2d(x, self.weight, styles, demodulate=not self.is_torgb, padding=self.conv_kernel - 1,
-                             input_gain=input_gain, fused=fused)
+        x = normalized_modulated_conv2d(x, self.weight, styles, demodulate=not self.is_torgb,
+                                        padding=self.conv_kernel - 1, input_gain=input_gain, fused=fused)
         gain, slope = (1.0, 1.0) if self.is_torgb else (LRELU_GAIN, LRELU_SLOPE)
         return filtered_lrelu(x, self.up_filter, self.down_filter, self.bias.to(x.dtype), up=self.up_factor,
                               down=self.down_factor, padding=self.padding, gain=gain, slope=slope,

@@ -234,7 +234,7 @@ def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, 
                           meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
         if cfg.metrics:
             values = evaluate_snapshot(cfg.metrics, nets.G_ema, cfg.data.path, mirror=cfg.data.xflip,
-                                       use_labels=cfg.data.use_labels, device=device, run_dir=run_dir,
+                                       device=device, run_dir=run_dir,
                                        snapshot_path=snapshot_path, detector=detector, log=log, world=world)
             for key, value in values.items():
                 trainer.stats.report_scalar(f"Metrics/{key}", value)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import saved_bytes
-from creps.nets.modconv import _unfused_conv, unfused_conv
+from creps.ops.styled_conv import _unfused_conv, unfused_conv
 
 CASES = [(3, 1, True, True), (3, 1, False, True), (1, 0, True, False), (3, 2, True, False)]
 
@@ -85,7 +85,7 @@ def linear_inputs(dtype=torch.float64, seed=0):
 
 @pytest.mark.parametrize("demodulate", [True, False])
 def test_modulated_linear_derivatives_equal_the_plain_expression(demodulate):
-    from creps.nets.creps import _modulated_linear, modulated_linear
+    from creps.ops.modulated_linear import _modulated_linear, modulated_linear
 
     leaves = list(linear_inputs())
     results = []
@@ -104,7 +104,7 @@ def test_modulated_linear_derivatives_equal_the_plain_expression(demodulate):
 
 
 def test_modulated_linear_gradcheck_and_gradgradcheck():
-    from creps.nets.creps import modulated_linear
+    from creps.ops.modulated_linear import modulated_linear
 
     for demodulate in (True, False):
         fn = lambda x, w, s: modulated_linear(x, w, s, demodulate)  # noqa: E731
@@ -113,7 +113,7 @@ def test_modulated_linear_gradcheck_and_gradgradcheck():
 
 
 def test_modulated_linear_under_bfloat16_autocast():
-    from creps.nets.creps import _modulated_linear, modulated_linear
+    from creps.ops.modulated_linear import _modulated_linear, modulated_linear
 
     leaves = [t.detach().float().requires_grad_(True) for t in linear_inputs(seed=3)]
     outs, grads = [], []
@@ -129,7 +129,7 @@ def test_modulated_linear_under_bfloat16_autocast():
 
 
 def test_modulated_linear_keeps_no_per_sample_weights():
-    from creps.nets.creps import _modulated_linear, modulated_linear
+    from creps.ops.modulated_linear import _modulated_linear, modulated_linear
 
     x = torch.randn(4, 16, 256, requires_grad=True)
     weight = torch.randn(256, 256, requires_grad=True)
