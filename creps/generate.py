@@ -124,10 +124,18 @@ def write_png(path: Union[str, Path], array: np.ndarray) -> None:
     atomic_write_bytes(path, png_bytes(Image.fromarray(array)))
 
 
-def grid_shape(resolution: int) -> tuple[int, int]:
-    """Grid (width, height) in images of the published training grids: about 7680x4320 px."""
+# At most this many images (width, height) in the CPU's snapshot grids: the published grid of a
+# 32x32 run holds 1024 images, minutes of rendering on a CPU at every snapshot.
+CPU_GRID = (8, 4)
+
+
+def grid_shape(resolution: int, device_type: str = "cuda") -> tuple[int, int]:
+    """Grid (width, height) in images of the training grids: the published size on a GPU (about
+    7680x4320 px, 7x4 to 32x32 images), at most CPU_GRID on a CPU."""
     gw = int(np.clip(7680 // resolution, 7, 32))
     gh = int(np.clip(4320 // resolution, 4, 32))
+    if device_type != "cuda":
+        gw, gh = min(gw, CPU_GRID[0]), min(gh, CPU_GRID[1])
     return gw, gh
 
 

@@ -518,3 +518,44 @@ def test_metrics_during_training(dataset, tmp_path, monkeypatch):
         assert lines[-1]["snapshot_pkl"].startswith("network-snapshot-")
     stats = [json.loads(x) for x in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert "Metrics/fid16_full" in stats[0] and "Metrics/fid16_full" not in stats[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshot grids: small by default on a CPU, and a stop request does not wait for them.
+
+
+def test_cpu_grids_are_small_and_gpu_grids_published():
+    from creps.generate import grid_shape
+
+    assert grid_shape(32, "cuda") == (32, 32) and grid_shape(32, "cpu") == (8, 4)
+    assert grid_shape(256, "cuda") == (30, 16) and grid_shape(256, "cpu") == (8, 4)
+    assert grid_shape(1024, "cuda") == grid_shape(1024, "cpu") == (7, 4)
+
+
+def test_a_stop_request_interrupts_grid_rendering(dataset, tmp_path, monkeypatch):
+    """SIGTERM while fakes_init.png renders (a 32x32 grid): rendering stops at the next batch,
+    the training state is written, the run can continue."""
+    import signal
+
+    from creps.train import loop
+
+    real, checks = loop.render_grid, []
+
+    def signalled_during_rendering(G, grid, batch, device, stop=lambda: False):
+        def check():
+            checks.append(1)
+            if len(checks) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return stop()
+        return real(G, grid, batch, device, stop=check)
+
+    monkeypatch.setattr(loop, "render_grid", signalled_during_rendering)
+    code, _, err = call_quietly(train, [f"--outdir={tmp_path}", f"--data={dataset}", *TINY, "--kimg=1",
+                                        "--grid=32x32"])
+    assert code == 130, err
+    (run_dir,) = run_dirs(tmp_path)
+    log = (run_dir / "log.txt").read_text()
+    assert "SIGTERM received: fakes_init.png not rendered" in log
+    assert len(checks) == 2  # 256 batches to render; it stopped at the first check after the signal
+    assert (run_dir / "reals.png").is_file() and not (run_dir / "fakes_init.png").exists()
+    assert list(run_dir.glob("training-state-*.safetensors")) and "Continue this run with --resume" in log

@@ -35,7 +35,7 @@ def positive_float(text: str) -> float:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'512' -> (512, 512); '768x512' (width x height) -> (512, 768) as (rows, cols)."""
+    """'512' -> (512, 512); '768x512' -> (768, 512): (width, height), as --grid=WxH (see rows_cols)."""
     parts = text.lower().split("x")
     try:
         values = [int(p) for p in parts]
@@ -45,7 +45,7 @@ def parse_size(text: str) -> tuple[int, int]:
         values = values * 2
     if len(values) != 2 or min(values) < 2:
         raise argparse.ArgumentTypeError(f"expected N or WxH with sides >= 2, got {text!r}")
-    return values[1], values[0]  # (rows, cols)
+    return values[0], values[1]
 
 
 def seed_list(text: str) -> list[int]:
@@ -56,6 +56,11 @@ def seed_list(text: str) -> list[int]:
         return parse_seeds(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def rows_cols(size: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+    """A --size (width, height) as the renderer takes it: (rows, cols)."""
+    return None if size is None else (size[1], size[0])
 
 
 def check_scale_or_size(scale, size) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
-                              run_cli, seed_list)
+                              rows_cols, run_cli, seed_list)
 from creps.errors import UserError
 
 
@@ -50,7 +50,8 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         outdir = Path(os.path.expanduser(args.outdir))
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"--outdir={args.outdir}: exists and is not a directory; pick another --outdir")
-        snap = load_renderer(args.network, args.device, args.scale, args.size)
+        size = rows_cols(args.size)
+        snap = load_renderer(args.network, args.device, args.scale, size)
         G = snap.G_ema
         if args.translate is not None or args.rotate is not None:
             try:
@@ -62,7 +63,7 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         for seed in seeds:
             print(f"Generating image for seed {seed} ({seeds.index(seed) + 1}/{len(seeds)}) ...")
             img = render(G, z_from_seed(seed, G.z_dim), c, truncation_psi=args.trunc, noise_mode=args.noise_mode,
-                         scale=args.scale, size=args.size)
+                         scale=args.scale, size=size)
             write_png(outdir / f"seed{seed:04d}.png", to_uint8(img)[0])
         return 0
 

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
-                              run_cli, seed_list)
+                              rows_cols, run_cli, seed_list)
 from creps.errors import UserError
 
 MP4_HINT = "pip install imageio-ffmpeg (or creps[video]), or use --output=NAME.gif, NAME.webp or a folder NAME/"
@@ -197,14 +197,15 @@ def gen_video(argv: Optional[Sequence[str]] = None, prog: str = "gen_video.py") 
             mp4_writer_module()
         elif kind != "frames":
             check_pillow_format(kind)
-        snap = load_renderer(args.network, args.device, args.scale, args.size)
+        size = rows_cols(args.size)
+        snap = load_renderer(args.network, args.device, args.scale, size)
         G = snap.G_ema
         c = class_label(args.class_idx, G.c_dim)
         if kind == ".gif" and args.fps > 50:
             print(f"note: GIF frame delays are whole centiseconds of at least 2; playing at "
                   f"{1000 / gif_duration_ms(args.fps):g} fps instead of {args.fps:g}")
         count = num_keyframes * args.w_frames
-        if kind in (".gif", ".webp") and count * frame_bytes(G, args.grid, args.scale, args.size) > \
+        if kind in (".gif", ".webp") and count * frame_bytes(G, args.grid, args.scale, size) > \
                 PILLOW_MEMORY_NOTE_BYTES:
             print(f"note: Pillow keeps all {count} frames of a {kind} in memory; "
                   "use .mp4 or a folder for long or large videos")
@@ -212,7 +213,7 @@ def gen_video(argv: Optional[Sequence[str]] = None, prog: str = "gen_video.py") 
         ws = keyframe_ws(G, cells, c, truncation_psi=args.trunc)
         print(f"Rendering {count} frames ({num_keyframes} keyframes x {args.w_frames}) of a "
               f"{args.grid[0]}x{args.grid[1]} grid to {args.output} ...")
-        frames = grid_frames(G, ws, args.w_frames, noise_mode=args.noise_mode, scale=args.scale, size=args.size,
+        frames = grid_frames(G, ws, args.w_frames, noise_mode=args.noise_mode, scale=args.scale, size=size,
                              batch_size=args.batch)
         write_video(frames, args.output, kind, args.fps)
         return 0

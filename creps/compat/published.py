@@ -90,13 +90,13 @@ def constructor_kwargs(record: Recorded) -> dict[str, Any]:
 
 def identify(role: str, record: Recorded, state: dict[str, torch.Tensor]) -> str:
     """The published network name of a top-level record (by the families' marker keys)."""
+    want = "Discriminator" if role == "D" else "Generator"
+    if record.class_name != want:
+        raise ValueError(f"{role} is a {record.class_name}, not a {want}")
+    candidates = [f for f in FAMILIES if f.role == ("D" if role == "D" else "G")]
     if role == "D":
-        if record.class_name != "Discriminator":
-            raise ValueError(f"D is a {record.class_name}, not a Discriminator")
-        return published_family("stylegan2.Discriminator").published_name
-    if record.class_name != "Generator":
-        raise ValueError(f"{role} is a {record.class_name}, not a Generator")
-    found = [f.published_name for f in FAMILIES if f.role == "G" and f.marker in state]
+        return candidates[0].published_name
+    found = [f.published_name for f in candidates if f.marker in state]
     if len(found) != 1:
         raise ValueError(f"{role} is a Generator of no known family (CREPS, StyleGAN2, StyleGAN3)")
     return found[0]

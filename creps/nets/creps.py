@@ -22,8 +22,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 import torch.utils.checkpoint
 
-from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
-                               translate_published)
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, GeneratorOptions, Preset, Section,
+                               config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
@@ -36,16 +36,9 @@ Size = Union[int, Sequence[int]]
 
 
 @dataclass(frozen=True)
-class CrepsConfig:
+class CrepsConfig(GeneratorConfig):
     """Everything the CREPS generator is built from (its constructor's input)."""
 
-    z_dim: int
-    c_dim: int
-    w_dim: int
-    img_resolution: int
-    img_channels: int
-    channel_base: int = 32768
-    channel_max: int = 512
     mapping_layers: int = 8
     biline_channels: int = 32  # channels of the bi-line output and of the per-pixel feature
     rank: int = 8  # positions per coordinate in each line (the outer product's depth)

@@ -34,6 +34,19 @@ class Capability(enum.Enum):
 
 
 @dataclass(frozen=True)
+class GeneratorConfig:
+    """The fields every generator family's config starts with (each family adds its own)."""
+
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    channel_base: int = 32768  # feature maps at a resolution: channel_base / resolution ...
+    channel_max: int = 512  # ... at most channel_max
+
+
+@dataclass(frozen=True)
 class GeneratorOptions:
     """What train.py decides for any generator; a preset turns it into its family's config."""
 

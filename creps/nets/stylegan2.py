@@ -32,8 +32,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
-                               translate_published)
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, GeneratorOptions, Preset, Section,
+                               config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import DEFAULT_RESAMPLE_FILTER, FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
@@ -47,20 +47,13 @@ from creps.nets.modconv import (
 from creps.nets.precision import autocast_dtype, autocast_off
 from creps.nets.resolution import feature_channels, low_precision_from, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
-from creps.ops.upfirdn2d import setup_filter, upsample2d
 from creps.ops.styled_conv import unfused_conv
+from creps.ops.upfirdn2d import setup_filter, upsample2d
 
 @dataclass(frozen=True)
-class StyleGAN2Config:
+class StyleGAN2Config(GeneratorConfig):
     """Everything the StyleGAN2 generator is built from (its constructor's input)."""
 
-    z_dim: int
-    c_dim: int
-    w_dim: int
-    img_resolution: int
-    img_channels: int
-    channel_base: int = 32768
-    channel_max: int = 512
     mapping_layers: int = 8
     conv_clamp: Optional[float] = 256  # output clamp of every conv; None: none
     num_fp16_res: int = 4  # blocks at the highest resolutions that follow autocast

@@ -40,8 +40,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorOptions, Preset, Section, config_from_dict,
-                               translate_published)
+from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, GeneratorOptions, Preset, Section,
+                               config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
 from creps.nets.mapping import MappingNetwork
@@ -66,16 +66,9 @@ LRELU_SLOPE = 0.2
 
 
 @dataclass(frozen=True)
-class StyleGAN3Config:
+class StyleGAN3Config(GeneratorConfig):
     """Everything the StyleGAN3 generator is built from (its constructor's input)."""
 
-    z_dim: int
-    c_dim: int
-    w_dim: int
-    img_resolution: int
-    img_channels: int
-    channel_base: int = 32768
-    channel_max: int = 512
     mapping_layers: int = 2
     conv_clamp: Optional[float] = 256  # output clamp of every conv; None: none
     magnitude_ema_beta: float = 0.999  # decay of the layers' input magnitude statistics

@@ -11,7 +11,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -66,9 +66,9 @@ class Grid:
     reals: np.ndarray
 
 
-def setup_grid(dataset: ImageDataset, cfg: TrainConfig) -> Grid:
+def setup_grid(dataset: ImageDataset, cfg: TrainConfig, device: torch.device) -> Grid:
     """The fixed images and latents of reals.png / fakes*.png (one class per row if labelled)."""
-    gw, gh = cfg.grid or grid_shape(dataset.resolution)
+    gw, gh = cfg.grid or grid_shape(dataset.resolution, device.type)
     rnd = np.random.RandomState(cfg.seed)
     if cfg.data.use_labels:
         by_label: dict[tuple, list[int]] = {}
@@ -89,13 +89,29 @@ def setup_grid(dataset: ImageDataset, cfg: TrainConfig) -> Grid:
 
 
 @torch.no_grad()
-def render_grid(G: torch.nn.Module, grid: Grid, batch: int, device: torch.device) -> np.ndarray:
+def render_grid(G: torch.nn.Module, grid: Grid, batch: int, device: torch.device,
+                stop: Callable[[], bool] = lambda: False) -> Optional[np.ndarray]:
+    """The grid's fakes as one image; None when `stop()` turns true between batches."""
     images = []
     c_dim = grid.c.shape[1]
     for z, c in zip(grid.z.split(batch), grid.c.split(batch)):
+        if stop():
+            return None
         img = G(z.to(device), c.to(device) if c_dim else None, noise_mode="const")
         images.append(img.float().cpu().numpy())
     return image_grid(np.concatenate(images), grid.size, drange=(-1, 1))
+
+
+def write_fakes(path: Path, G: torch.nn.Module, grid: Grid, batch: int, device: torch.device, stop: "GracefulStop",
+                log: RunLog) -> None:
+    """fakes*.png, unless a stop request interrupts the rendering (the state is written first)."""
+    # Grid rendering must not consume the training random streams (exact resume).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        image = render_grid(G, grid, batch, device, stop=lambda: stop.requested is not None)
+    if image is None:
+        log(f"{stop.requested} received: {path.name} not rendered")
+    else:
+        write_png(path, image)
 
 
 def memory_line(device: torch.device) -> tuple[str, dict[str, float]]:
@@ -221,21 +237,25 @@ def restore_state(state: TrainingState, nets: Networks, trainer: Trainer, world:
 
 
 def snapshot(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, grid: Grid, progress: Progress,
-             device: torch.device, log: RunLog, detector: Optional[Detectors], world: World = SINGLE) -> None:
+             device: torch.device, log: RunLog, detector: Optional[Detectors], stop: "GracefulStop",
+             world: World = SINGLE) -> None:
     """Image grid, network snapshot, its metrics and the training state at the current point.
     Every rank calls this: rank 0 writes, all ranks share the metrics' work."""
     kimg_tag = f"{progress.cur_nimg // 1000:06d}"
     snapshot_path = run_dir / f"network-snapshot-{kimg_tag}.safetensors"
+    if world.is_main:
+        write_fakes(run_dir / f"fakes{kimg_tag}.png", nets.G_ema, grid, cfg.batch_gpu, device, stop, log)
     # Snapshot work must not consume the training random streams (exact resume).
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if world.is_main:
-            write_png(run_dir / f"fakes{kimg_tag}.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
             save_snapshot(snapshot_path, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, training=cfg,
                           meta={"cur_nimg": progress.cur_nimg, "cur_tick": progress.cur_tick})
-        if cfg.metrics:
+        if cfg.metrics and stop_requested(stop, world):
+            log(f"A stop was requested: no metrics for {snapshot_path.name} (calc_metrics.py computes them later)")
+        elif cfg.metrics:
             values = evaluate_snapshot(cfg.metrics, nets.G_ema, cfg.data.path, mirror=cfg.data.xflip,
-                                       device=device, run_dir=run_dir,
-                                       snapshot_path=snapshot_path, detector=detector, log=log, world=world)
+                                       device=device, run_dir=run_dir, snapshot_path=snapshot_path,
+                                       detector=detector, log=log, world=world)
             for key, value in values.items():
                 trainer.stats.report_scalar(f"Metrics/{key}", value)
     save_state(run_dir, cfg, nets, trainer, progress, log, world)
@@ -282,18 +302,17 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
     workers = cfg.data.workers if device.type == "cuda" or (os.cpu_count() or 1) > 2 else 0
     batches = minibatches(dataset, per_rank_batch, cfg.seed, workers, pin_memory=device.type == "cuda",
                           start=progress.cur_nimg, rank=world.rank, world_size=world.size)
-    grid = setup_grid(dataset, cfg)
-    if resume_state is None and world.is_main:
-        write_png(run_dir / "reals.png", image_grid(grid.reals, grid.size))
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            write_png(run_dir / "fakes_init.png", render_grid(nets.G_ema, grid, cfg.batch_gpu, device))
-
+    grid = setup_grid(dataset, cfg, device)
+    stop = GracefulStop()
     writer = TickWriter(run_dir, log) if world.is_main else None
-    log(f"Training for {cfg.total_kimg} kimg...")
-    tick_start_time = time.time()
-    maintenance = tick_start_time - session_start
     try:
-        with GracefulStop() as stop:
+        with stop:
+            if resume_state is None and world.is_main:
+                write_png(run_dir / "reals.png", image_grid(grid.reals, grid.size))
+                write_fakes(run_dir / "fakes_init.png", nets.G_ema, grid, cfg.batch_gpu, device, stop, log)
+            log(f"Training for {cfg.total_kimg} kimg...")
+            tick_start_time = time.time()
+            maintenance = tick_start_time - session_start
             while True:
                 real_img, real_c = next(batches)
                 trainer.step(real_img, real_c, progress.batch_idx, progress.cur_nimg)
@@ -322,7 +341,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                         broadcast_module(net, world)
                     elapsed = progress.elapsed_sec + time.time() - session_start
                     snapshot(run_dir, cfg, nets, trainer, grid, dataclasses.replace(progress, elapsed_sec=elapsed),
-                             device, log, detector, world)
+                             device, log, detector, stop, world)
                 stats = trainer.stats.collect(reduce=(lambda t: all_sum(t, world)) if world.enabled else None)
                 if writer is not None:
                     writer.write(stats, progress.cur_nimg / 1e3, time.time())
