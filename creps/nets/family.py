@@ -152,9 +152,13 @@ def config_from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 def implied_shapes(family: Family, config: Any) -> dict[str, tuple[int, ...]]:
     """The state dict (names and shapes) of the network `config` describes, built on the meta
-    device: nothing is allocated, whatever the config asks for."""
-    with torch.device("meta"):
-        net = family.network(config)
+    device: nothing is allocated, whatever the config asks for. A config no network can be
+    built from (zero channels, a resolution that is no power of two, ...) is a ValueError."""
+    try:
+        with torch.device("meta"):
+            net = family.network(config)
+    except Exception as err:  # a config from a file can break a constructor in many ways
+        raise ValueError(f"no {family.name} network can be built from it ({type(err).__name__}: {err})") from None
     return {key: tuple(value.shape) for key, value in net.state_dict().items()}
 
 
