@@ -85,7 +85,10 @@ def check_tensors(config: Any, shapes: Mapping[str, tuple[int, ...]], where: str
     """ValueError unless `shapes` (tensor name -> shape, e.g. from a file's header) are exactly
     the state dict `config` implies: same names, same shapes. Checked on the meta device, so a
     file cannot make us allocate more than its own tensors hold."""
-    wanted = implied_shapes(family_of(config), config)
+    try:
+        wanted = implied_shapes(family_of(config), config)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
     problems = [f"{k} missing" for k in wanted if k not in shapes]
     problems += [f"{k} unexpected" for k in shapes if k not in wanted]
     problems += [f"{k} {tuple(shapes[k])} vs {v}" for k, v in wanted.items() if k in shapes and tuple(shapes[k]) != v]
