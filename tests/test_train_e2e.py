@@ -97,7 +97,7 @@ def test_run_directory_layout(run_dir):
 @pytest.mark.slow
 def test_training_options_json(run_dir, dataset):
     data = json.loads((run_dir / "training_options.json").read_text())
-    assert data["cfg"] == "creps"
+    assert data["preset"] == "creps" and data["G"]["family"] == "creps"
     assert data["batch_size"] == 4 and data["num_gpus"] == 1 and data["metrics"] == []
     assert data["data"]["path"] == str(dataset) and data["data"]["resolution"] == 32
     assert data["run_desc"] == "creps-shapes-gpus1-batch4-gamma1"
@@ -148,7 +148,7 @@ def safetensors_header(path: Path) -> dict:
 def test_snapshot_is_safetensors_with_config(snapshot):
     header = safetensors_header(snapshot)
     meta = header["__metadata__"]
-    assert json.loads(meta["config"])["cfg"] == "creps"
+    assert json.loads(meta["training"])["preset"] == "creps" and json.loads(meta["G"])["family"] == "creps"
     assert any(k.startswith("G_ema.") for k in header) and any(k.startswith("D.") for k in header)
 
 
