@@ -10,9 +10,11 @@ trainer's own: G main, G path length every 4, D main, D R1 every 16 iterations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
+import sys
 import time
 
 import numpy as np
@@ -41,6 +43,8 @@ def main() -> None:
                    help="StyleGAN2/3: 1 trains with the grouped (fused) modulated conv, 0 the shared one (default: as train.py)")
     p.add_argument("--iters", type=int, default=16, help="timed iterations (a multiple of 16 covers every phase)")
     p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--profile", action="store_true",
+                   help="run the timed iterations under torch.profiler and print the top ops to stderr (slower)")
     add_device_options(p)
     a = p.parse_args()
     device = device_from(a)
@@ -75,12 +79,22 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batch_idx = 0  # timed window starts at a phase boundary: every interval is represented
+    profiler = contextlib.nullcontext()
+    if a.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities, record_shapes=True)
     t0 = time.perf_counter()
-    for _ in range(a.iters):
-        trainer.step(reals, labels, batch_idx, 10_000 + batch_idx * a.batch)
-        batch_idx += 1
-    sync()
+    with profiler as prof:
+        for _ in range(a.iters):
+            trainer.step(reals, labels, batch_idx, 10_000 + batch_idx * a.batch)
+            batch_idx += 1
+        sync()
     elapsed = time.perf_counter() - t0
+    if a.profile:
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=40), file=sys.stderr)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:

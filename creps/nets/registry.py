@@ -55,6 +55,17 @@ def build_generator(g: GeneratorConfig) -> torch.nn.Module:
         raise NotImplementedError(f"the {g.arch} generator is not implemented yet") from None
 
 
+def set_training_switches(G: torch.nn.Module, recompute: bool, fused_ops: bool = False) -> None:
+    """Speed switches of a generator family, where it has them (they never change results
+    beyond float rounding): CREPS recomputes its per-pixel layers in backward; StyleGAN3
+    runs its filtered leaky ReLU through the compiled fused path."""
+    synthesis = G.synthesis
+    if hasattr(synthesis, "recompute"):
+        synthesis.recompute = recompute
+    if hasattr(synthesis, "fused_lrelu"):
+        synthesis.fused_lrelu = fused_ops
+
+
 def build_discriminator(d: DiscriminatorConfig) -> torch.nn.Module:
     from creps.nets.discriminator import Discriminator
 

@@ -81,7 +81,7 @@ def plan_resume(resume: str, outdir: str | Path, run_desc: str, log=print) -> Re
 
 # Options that may change when a run continues; everything else must match.
 CONTINUABLE = {"total_kimg", "kimg_per_tick", "snapshot_ticks", "metrics", "resume", "outdir", "run_desc", "extra",
-               "grid"}
+               "grid", "compile"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,7 +112,7 @@ def continued_config(stored: TrainConfig, requested: TrainConfig) -> TrainConfig
     return dataclasses.replace(
         stored, total_kimg=requested.total_kimg, kimg_per_tick=requested.kimg_per_tick,
         snapshot_ticks=requested.snapshot_ticks, metrics=requested.metrics, grid=requested.grid,
-        data=dataclasses.replace(stored.data, workers=requested.data.workers, path=requested.data.path),
+        compile=requested.compile, data=dataclasses.replace(stored.data, workers=requested.data.workers, path=requested.data.path),
     )
 
 
