@@ -16,6 +16,9 @@ from typing import Any, Callable, Union
 import torch
 
 
+DEFAULT_BACKEND = "inductor"
+
+
 def compile_by_default(device: torch.device) -> bool:
     """--compile unset: on with CUDA; off on CPUs, where compiling costs more time than it saves
     in a short run (see README, figures)."""
@@ -34,13 +37,24 @@ def _eager_backward_compile():
     return config.patch(force_non_lazy_backward_lowering=True)
 
 
+def root_cause(err: BaseException) -> str:
+    """'Type: first line' of the innermost exception (the compiler's own error, not the wrapper)."""
+    while True:
+        inner = getattr(err, "inner_exception", None) or err.__cause__  # dynamo wraps the backend's error
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"{type(err).__name__}: {first}"
+
+
 class CompiledCall:
     """`module(...)` through torch.compile, or the plain module once compiling has failed."""
 
     def __init__(self, module: torch.nn.Module, name: str, log: Callable[[str], None],
-                 backend: Union[str, Callable[..., Any]] = "inductor"):
+                 backend: Union[str, Callable[..., Any], None] = None):
         self.module, self.name, self.log = module, name, log
-        self.compiled = torch.compile(module, backend=backend, dynamic=False)
+        self.compiled = torch.compile(module, backend=backend or DEFAULT_BACKEND, dynamic=False)
         self.failed = False
 
     def __call__(self, *args, **kwargs):
@@ -50,7 +64,5 @@ class CompiledCall:
                     return self.compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compile failure: run plain (a real bug raises again there)
                 self.failed = True
-                first = (str(err).strip().splitlines() or [""])[0][:200]
-                self.log(f"torch.compile failed for {self.name} ({type(err).__name__}: {first}); "
-                         "running it uncompiled")
+                self.log(f"torch.compile failed for {self.name} ({root_cause(err)}); running it uncompiled")
         return self.module(*args, **kwargs)
