@@ -11,8 +11,9 @@ import torch
 
 from creps.cli.train import train
 from creps.config import DatasetInfo, TrainOptions, resolve
-from creps.train import compiled
-from creps.train.compiled import CompiledCall, compile_by_default
+from creps.ops import compiled
+from creps.ops.compiled import CompiledCall
+from creps.train.compiled import compile_by_default
 from creps.train.step import Trainer, build_networks, use_compile
 from test_config_docs import constant_png_zip
 

@@ -16,7 +16,8 @@ from creps.config import OptimizerConfig, TrainConfig
 from creps.nets.registry import build_discriminator, build_generator, set_training_switches
 from creps.train.augment import AdaStats, build_augment_pipe
 from creps.parallel import SINGLE, World, average_gradients
-from creps.train.compiled import CompiledCall, compile_by_default
+from creps.ops.compiled import CompiledCall
+from creps.train.compiled import compile_by_default
 from creps.train.draws import Draws
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import GANLoss, LossModules, Phase
@@ -33,7 +34,7 @@ class Networks:
 def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     G = build_generator(cfg.G).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg.D).to(device).train().requires_grad_(False)
-    set_training_switches(G, recompute=cfg.recompute)
+    set_training_switches(G, recompute=cfg.recompute, fused_ops=use_compile(cfg, device))
     G_ema = copy.deepcopy(G).eval()
     return Networks(G=G, D=D, G_ema=G_ema)
 
