@@ -12,6 +12,6 @@ import torch
 
 
 def compile_by_default(device: torch.device) -> bool:
-    """--compile unset: on with CUDA; off on CPUs, where compiling takes minutes and the
-    compiled step is not faster at the sizes a CPU trains (see README, figures)."""
+    """--compile unset: on with CUDA; off on CPUs, where compiling takes minutes (Inductor's
+    C++ backend) and a gain at the sizes a CPU trains has not been shown."""
     return device.type == "cuda"
