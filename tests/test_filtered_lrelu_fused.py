@@ -41,7 +41,7 @@ def test_fused_matches_reference_forward_and_gradients(kind, up, down, padding, 
     ref = torch.autograd.grad((want * weights.double()).sum(), (x, b))
     for g, r in zip(got, ref):
         assert g.dtype == torch.float32
-        torch.testing.assert_close(g.double(), r, rtol=0, atol=1e-4 * max(1.0, r.abs().max().item()))
+        torch.testing.assert_close(g.double(), r.double(), rtol=0, atol=1e-4 * max(1.0, r.abs().max().item()))
     assert fused_compiled()
 
 
