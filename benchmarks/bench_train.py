@@ -10,10 +10,12 @@ trainer's own: G main, G path length every 4, D main, D R1 every 16 iterations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import platform
 import resource
+import sys
 import time
 
 import numpy as np
@@ -38,10 +40,14 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--fp32", type=int, default=0)
     p.add_argument("--recompute", type=int, default=1, help="CREPS per-pixel recomputation in backward (train.py --recompute)")
+    p.add_argument("--compile", type=int, default=None,
+                   help="1/0: main phases through torch.compile (train.py --compile; default: on with CUDA only)")
     p.add_argument("--fused-modconv", type=int, default=None,
                    help="StyleGAN2/3: 1 trains with the grouped (fused) modulated conv, 0 the shared one (default: as train.py)")
     p.add_argument("--iters", type=int, default=16, help="timed iterations (a multiple of 16 covers every phase)")
     p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--profile", action="store_true",
+                   help="run the timed iterations under torch.profiler and print the top ops to stderr (slower)")
     add_device_options(p)
     a = p.parse_args()
     device = device_from(a)
@@ -49,7 +55,7 @@ def main() -> None:
     options = TrainOptions(outdir="-", cfg=a.cfg, data="-", gpus=1, batch=a.batch, gamma=a.gamma, aug="noaug",
                            batch_gpu=a.batch_gpu, cbase=a.cbase, cmax=a.cmax, map_depth=a.map_depth,
                            mbstd_group=a.mbstd_group, metrics=(), fp32=bool(a.fp32),
-                           recompute=bool(a.recompute))
+                           recompute=bool(a.recompute), compile=None if a.compile is None else bool(a.compile))
     info = DatasetInfo(path="-", name="random", resolution=a.res, channels=3, size=1000, has_labels=False,
                        label_dim=0)
     cfg = resolve(options, info)
@@ -76,12 +82,22 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batch_idx = 0  # timed window starts at a phase boundary: every interval is represented
+    profiler = contextlib.nullcontext()
+    if a.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities, record_shapes=True)
     t0 = time.perf_counter()
-    for _ in range(a.iters):
-        trainer.step(reals, labels, batch_idx, 10_000 + batch_idx * a.batch)
-        batch_idx += 1
-    sync()
+    with profiler as prof:
+        for _ in range(a.iters):
+            trainer.step(reals, labels, batch_idx, 10_000 + batch_idx * a.batch)
+            batch_idx += 1
+        sync()
     elapsed = time.perf_counter() - t0
+    if a.profile:
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=40), file=sys.stderr)
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -89,7 +105,7 @@ def main() -> None:
     sec_per_iter = elapsed / a.iters
     print(json.dumps({
         "cfg": a.cfg, "res": a.res, "batch": a.batch, "batch_gpu": cfg.batch_gpu, "cbase": a.cbase, "cmax": a.cmax,
-        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": cfg.recompute, "fused_modconv": a.fused_modconv, "iters": a.iters, "warmup": a.warmup,
+        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": cfg.recompute, "compile": trainer.compiled, "fused_modconv": a.fused_modconv, "iters": a.iters, "warmup": a.warmup,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "sec_per_iter": round(sec_per_iter, 4), "sec_per_kimg": round(sec_per_iter / a.batch * 1000, 2),

@@ -61,6 +61,7 @@ class TrainOptions:
     fp32: bool = False
     nobench: bool = False
     recompute: bool = True
+    compile: Optional[bool] = None  # None: on with CUDA, off on CPUs
     workers: int = 3
     dry_run: bool = False
     grid: Optional[str] = None  # WxH images in reals.png / fakes*.png (default: published size)
@@ -152,6 +153,7 @@ class TrainConfig:
     outdir: str
     grid: Optional[tuple[int, int]] = None  # None: the default grid size for the resolution and device
     recompute: bool = True  # per-pixel layers recomputed in backward where the family can (less memory)
+    compile: Optional[bool] = None  # main phases through torch.compile; None: on with CUDA, off on CPUs
 
     def to_dict(self) -> dict[str, Any]:
         return dict(dataclasses.asdict(self), G=config_record(self.G), D=config_record(self.D))
@@ -302,7 +304,7 @@ def resolve(o: TrainOptions, dataset: DatasetInfo) -> TrainConfig:
         loss=loss, augment=augment, num_gpus=o.gpus, batch_size=o.batch, batch_gpu=o.batch_gpu or o.batch // o.gpus,
         ema_kimg=ema_kimg_for_batch(o.batch), ema_rampup=0.05,
         total_kimg=o.kimg, kimg_per_tick=o.tick, snapshot_ticks=o.snap, metrics=tuple(o.metrics), seed=o.seed,
-        fp32=o.fp32, cudnn_benchmark=not o.nobench, recompute=o.recompute, resume=o.resume,
+        fp32=o.fp32, cudnn_benchmark=not o.nobench, recompute=o.recompute, compile=o.compile, resume=o.resume,
         run_desc=run_description(o.cfg, dataset.name, o.gpus, o.batch, o.gamma, o.desc), outdir=o.outdir,
         grid=parse_grid(o.grid) if o.grid is not None else None,
     )

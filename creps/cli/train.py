@@ -66,6 +66,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     misc.add_argument("--recompute", type=parse_bool, default=True, metavar="BOOL",
                       help="CREPS: recompute per-pixel layers in backward instead of storing them "
                            "(same gradients, about a third of the activation memory; default: 1)")
+    misc.add_argument("--compile", type=parse_bool, default=None, metavar="BOOL",
+                      help="run the main phases (G main, D main) through torch.compile; a failure to compile "
+                           "falls back to plain PyTorch (default: 1 with CUDA, 0 on CPUs)")
     misc.add_argument("--workers", type=int, default=3, metavar="INT", help="DataLoader worker processes (default: 3)")
     misc.add_argument("--grid", metavar="WxH", help="images per row and rows of reals.png/fakes*.png "
                       "(default: the published size, up to 32x32)")
@@ -97,7 +100,14 @@ def summary_lines(cfg, run_dir_hint: str) -> list[str]:
         f"Dataset resolution:  {cfg.data.resolution}",
         f"Dataset labels:      {cfg.data.use_labels}",
         f"Dataset x-flips:     {cfg.data.xflip}",
+        f"Compiled phases:     {compile_summary(cfg.compile)}",
     ]
+
+
+def compile_summary(compile: Optional[bool]) -> str:
+    if compile is None:
+        return "auto (G main and D main compiled with CUDA, plain on CPUs)"
+    return "G main and D main compiled (torch.compile)" if compile else "off"
 
 
 def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:

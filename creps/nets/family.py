@@ -31,6 +31,7 @@ class Capability(enum.Enum):
     USER_TRANSFORM = "takes a user transform (translate, rotate) of its input"
     NOISE_INPUTS = "has per-layer noise inputs"
     RECOMPUTE = "can recompute its per-pixel layers in backward (synthesis.recompute)"
+    FUSED_LRELU = "has a compiled fused filtered leaky ReLU (synthesis.fused_lrelu)"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ class UnknownFamily(ValueError):
     """A name (recorded in a file, or a published class) that is no family of ours."""
 
 
-__all__ = ["UnknownFamily", "CONFIG_NAMES", "FAMILIES", "PRESETS", "Capability", "Family", "Preset", "build", "build_published", "config_from_record",
-           "config_record", "family_named", "family_of", "preset_named", "published_family", "check_tensors"]
+__all__ = ["UnknownFamily", "CONFIG_NAMES", "FAMILIES", "PRESETS", "Capability", "Family", "Preset", "build",
+           "build_published", "config_from_record",
+           "config_record", "family_named", "family_of", "preset_named", "published_family", "check_tensors", "set_training_switches"]
 
 
 def family_named(name: str) -> Family:
@@ -79,6 +80,17 @@ def config_from_record(record: Mapping[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: no network family recorded")
     family = family_named(record["family"])
     return config_from_dict(family.config, {k: v for k, v in record.items() if k != "family"}, where)
+
+
+def set_training_switches(G: torch.nn.Module, recompute: bool, fused_ops: bool = False) -> None:
+    """Speed switches of a generator, where its family has them (they change results no more
+    than float rounding does): recompute per-pixel layers in backward (CREPS), the compiled
+    fused filtered leaky ReLU (StyleGAN3)."""
+    family = family_of(G)
+    if family.can(Capability.RECOMPUTE):
+        G.synthesis.recompute = recompute
+    if family.can(Capability.FUSED_LRELU):
+        G.synthesis.fused_lrelu = fused_ops
 
 
 def check_tensors(config: Any, shapes: Mapping[str, tuple[int, ...]], where: str) -> None:

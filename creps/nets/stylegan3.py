@@ -335,7 +335,8 @@ class SynthesisLayer(torch.nn.Module):
                                            self.down_factor, up_taps, down_taps)
         self.padding = [before, after, before, after]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, update_emas: bool = False, fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, update_emas: bool = False, fused: bool = True,
+                fused_lrelu: bool = False) -> torch.Tensor:
         """x [N, in_channels, in_size, in_size], computed in x's dtype; w [N, w_dim] float32."""
         if tuple(x.shape[1:]) != (self.in_channels, self.in_size, self.in_size):
             raise ValueError(f"{self.plan.name}: expected input [N, {self.in_channels}, {self.in_size}, "
@@ -354,7 +355,7 @@ class SynthesisLayer(torch.nn.Module):
         gain, slope = (1.0, 1.0) if self.is_torgb else (LRELU_GAIN, LRELU_SLOPE)
         return filtered_lrelu(x, self.up_filter, self.down_filter, self.bias.to(x.dtype), up=self.up_factor,
                               down=self.down_factor, padding=self.padding, gain=gain, slope=slope,
-                              clamp=self.conv_clamp)
+                              clamp=self.conv_clamp, fused=fused_lrelu)
 
     def extra_repr(self) -> str:
         p = self.plan
@@ -386,6 +387,9 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_layers, self.num_critical = num_layers, num_critical
         self.margin_size, self.output_scale, self.num_fp16_res = margin_size, output_scale, num_fp16_res
         self.fused_modconv = fused_modconv
+        # Speed switch, not part of the architecture: the filtered leaky ReLU through its
+        # compiled fused path (creps.ops.filtered_lrelu; same results to float rounding).
+        self.fused_lrelu = False
         self.num_ws = num_layers + 2  # input + layers L0 .. L{num_layers}
         plans = layer_plan(img_resolution, img_channels, channel_base, channel_max, num_layers, num_critical,
                            first_cutoff, first_stopband, last_stopband_rel, margin_size, num_fp16_res)
@@ -415,7 +419,7 @@ class SynthesisNetwork(torch.nn.Module):
             x = self.input(w_rows[0])
             for layer, w in zip(self.layers(), w_rows[1:]):
                 dtype = low_dtype if layer.low_precision and low_dtype is not None else torch.float32
-                x = layer(x.to(dtype), w, update_emas=update_emas, fused=fused)
+                x = layer(x.to(dtype), w, update_emas=update_emas, fused=fused, fused_lrelu=self.fused_lrelu)
             x = x.float()
             return x * self.output_scale if self.output_scale != 1 else x
 
@@ -489,7 +493,7 @@ def from_published(init: Mapping[str, Any]) -> StyleGAN3Config:
 FAMILY = Family(
     name="stylegan3", role="G", config=StyleGAN3Config, network=Generator, published_name="stylegan3.Generator",
     from_published=from_published, marker="synthesis.input.freqs",
-    capabilities=frozenset({Capability.USER_TRANSFORM}), transform_buffer=lambda G: G.synthesis.input.transform,
+    capabilities=frozenset({Capability.USER_TRANSFORM, Capability.FUSED_LRELU}), transform_buffer=lambda G: G.synthesis.input.transform,
     presets=(
         Preset("stylegan3-t", train_py_config_t, glr=0.0025, mapping_layers=2,
                matches=lambda config: not config.use_radial_filters),

@@ -66,12 +66,13 @@ def bias_act_reference(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: i
     return x
 
 
-def _lrelu_grad_scale(y: torch.Tensor, gain: float, clamp: Optional[float]) -> torch.Tensor:
-    """d y / d (x + b) from the output alone: gain (or slope * gain) where not clamped, else 0."""
-    scale = torch.where(y > 0, gain, gain * LRELU_SLOPE).to(y.dtype)
+def _lrelu_grad(dy: torch.Tensor, y: torch.Tensor, gain: float, clamp: Optional[float]) -> torch.Tensor:
+    """dy * d y / d (x + b), from the output alone: gain (or slope * gain, where y <= 0), and 0
+    where clamped. (leaky_relu_backward reads the slope side from the sign of its output.)"""
+    dx = torch.ops.aten.leaky_relu_backward(dy * gain if gain != 1 else dy, y, LRELU_SLOPE, True)
     if clamp is not None:
-        scale = scale * (y.abs() < clamp).to(y.dtype)
-    return scale
+        dx = torch.where(y.abs() < clamp, dx, 0)
+    return dx
 
 
 class _LReLUBackward(torch.autograd.Function):
@@ -81,7 +82,7 @@ class _LReLUBackward(torch.autograd.Function):
     def forward(ctx, dy, y, gain, clamp):
         ctx.save_for_backward(y)
         ctx.gain, ctx.clamp = gain, clamp
-        return dy * _lrelu_grad_scale(y, gain, clamp)
+        return _lrelu_grad(dy, y, gain, clamp)
 
     @staticmethod
     def backward(ctx, ddx):

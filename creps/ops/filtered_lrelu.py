@@ -19,6 +19,8 @@ code per sample at the temporary (upsampled) rate: positive, negative or clamped
 pass is the adjoint chain (transposed down-filter, times the activation's slope, transposed
 up-filter), written with differentiable ops, so double backward (R1, path length) works.
 Separable filters are applied one axis at a time, upsampling polyphase (see `upfirdn2d`).
+With `fused=True` the forward and the first-order backward run through `torch.compile`
+(`creps.ops.compiled`: Triton kernels on CUDA, C++ on CPUs; plain again if compiling fails).
 `filtered_lrelu_reference` computes the same from the definitions, one step at a time with
 the tap-by-tap `upfirdn2d_reference`, for tests.
 """
@@ -31,6 +33,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from creps.ops.compiled import CompiledCall
 from creps.ops.upfirdn2d import (
     Padding,
     filter_size,
@@ -93,23 +96,52 @@ def _activation_grad(da: torch.Tensor, code: torch.Tensor, gain: float, slope: f
     return dpre.masked_fill(code == 0, 0)
 
 
+def _forward(x, b, fu, fd, up: int, down: int, pads, gain: float, slope: float, clamp: Optional[float],
+             flip_filter: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, int8 activation code): bias, upsample, leaky ReLU, gain, clamp, downsample."""
+    y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    pre = _resample(y, fu, up, 1, pads, flip_filter, float(up**2))
+    del y
+    act = F.leaky_relu(pre, slope) if slope != 1 else pre
+    if gain != 1:
+        act = act * gain
+    if clamp is not None:
+        act = act.clamp(-clamp, clamp)
+    code = _activation_code(pre, act, clamp)
+    del pre
+    return _resample(act, fd, 1, down, (0, 0, 0, 0), flip_filter, 1.0), code
+
+
+def _backward(dout, code, fu, fd, up: int, down: int, pads, gain: float, slope: float, flip_filter: bool,
+              x_size: tuple[int, int]) -> torch.Tensor:
+    """d(loss)/d(biased input) from d(loss)/d(output): the adjoint chain, differentiable."""
+    tmp_size = (code.shape[2], code.shape[3])
+    da = _resample_adjoint(dout, fd, 1, down, (0, 0, 0, 0), flip_filter, 1.0, tmp_size)
+    dpre = _activation_grad(da, code, gain, slope)
+    return _resample_adjoint(dpre, fu, up, 1, pads, flip_filter, float(up**2), x_size)
+
+
+# The fused path: the same two functions through torch.compile, so that each runs as a few
+# generated kernels instead of a dozen passes over the upsampled tensor. Only the forward and
+# the first-order backward are compiled; a backward that is itself differentiated (R1, path
+# length) runs the plain adjoint. Made on first use; plain again if compiling fails.
+_FUSED: dict[str, CompiledCall] = {}
+
+
+def _fused(name: str, fn):
+    if name not in _FUSED:
+        _FUSED[name] = CompiledCall(fn, f"filtered_lrelu {name}")
+    return _FUSED[name]
+
+
 class _FilteredLReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b, fu, fd, up, down, pads, gain, slope, clamp, flip_filter):
-        y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
-        pre = _resample(y, fu, up, 1, pads, flip_filter, float(up**2))
-        del y
-        act = F.leaky_relu(pre, slope) if slope != 1 else pre
-        if gain != 1:
-            act = act * gain
-        if clamp is not None:
-            act = act.clamp(-clamp, clamp)
-        code = _activation_code(pre, act, clamp)
-        del pre
-        out = _resample(act, fd, 1, down, (0, 0, 0, 0), flip_filter, 1.0)
+    def forward(ctx, x, b, fu, fd, up, down, pads, gain, slope, clamp, flip_filter, fused):
+        forward = _fused("forward", _forward) if fused else _forward
+        out, code = forward(x, b, fu, fd, up, down, pads, gain, slope, clamp, flip_filter)
         ctx.save_for_backward(code, fu, fd)
         ctx.up, ctx.down, ctx.pads = up, down, pads
-        ctx.gain, ctx.slope, ctx.flip_filter = gain, slope, flip_filter
+        ctx.gain, ctx.slope, ctx.flip_filter, ctx.fused = gain, slope, flip_filter, fused
         ctx.x_size, ctx.x_dtype = (x.shape[2], x.shape[3]), x.dtype
         ctx.b_dtype = None if b is None else b.dtype
         return out
@@ -117,15 +149,14 @@ class _FilteredLReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         code, fu, fd = ctx.saved_tensors
-        tmp_size = (code.shape[2], code.shape[3])
-        da = _resample_adjoint(dout, fd, 1, ctx.down, (0, 0, 0, 0), ctx.flip_filter, 1.0, tmp_size)
-        dpre = _activation_grad(da, code, ctx.gain, ctx.slope)
-        dx = _resample_adjoint(dpre, fu, ctx.up, 1, ctx.pads, ctx.flip_filter, float(ctx.up**2), ctx.x_size)
+        backward = _fused("backward", _backward) if ctx.fused and not torch.is_grad_enabled() else _backward
+        dx = backward(dout, code, fu, fd, ctx.up, ctx.down, ctx.pads, ctx.gain, ctx.slope, ctx.flip_filter,
+                      ctx.x_size)
         db = None
         if ctx.b_dtype is not None and ctx.needs_input_grad[1]:
             db = dx.sum(dim=[0, 2, 3]).to(ctx.b_dtype)
         dx = dx.to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
-        return dx, db, None, None, None, None, None, None, None, None, None
+        return dx, db, None, None, None, None, None, None, None, None, None, None
 
 
 def filtered_lrelu(
@@ -140,12 +171,16 @@ def filtered_lrelu(
     slope: float = 0.2,
     clamp: Optional[float] = None,
     flip_filter: bool = False,
+    fused: bool = False,
 ) -> torch.Tensor:
-    """Bias, upsample with fu, leaky ReLU with gain and clamp, downsample with fd (module doc)."""
+    """Bias, upsample with fu, leaky ReLU with gain and clamp, downsample with fd (module doc).
+    `fused` runs the compiled path (same results to float rounding); inside a region that is
+    being compiled as a whole, the plain path is what gets compiled."""
     _check_args(x, b, up, down, gain, slope, clamp)
     pads = parse_padding(padding)
     clamp = None if clamp is None else float(clamp)
-    return _FilteredLReLU.apply(x, b, fu, fd, up, down, pads, float(gain), float(slope), clamp, flip_filter)
+    fused = fused and not torch.compiler.is_compiling()
+    return _FilteredLReLU.apply(x, b, fu, fd, up, down, pads, float(gain), float(slope), clamp, flip_filter, fused)
 
 
 def filtered_lrelu_reference(

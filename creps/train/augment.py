@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -434,11 +434,15 @@ def build_augment_pipe(cfg: AugmentConfig, device: torch.device) -> Optional[Aug
 # The ADA controller.
 
 
-def ada_adjust(p: float, sign_mean: float, target: float, batch_size: int, interval: int, ada_kimg: float) -> float:
+def ada_adjust(p: Union[float, Tensor], sign_mean: Union[float, Tensor], target: float, batch_size: int,
+               interval: int, ada_kimg: float) -> Union[float, Tensor]:
     """ADA p update: p + sign(E[sign D(real)] - target) * batch * interval / (ada_kimg * 1000), kept in [0, 1]."""
-    direction = (sign_mean > target) - (sign_mean < target)  # the sign; 0 exactly at the target
     step = batch_size * interval / (ada_kimg * 1000)
     # The published update only clamps at 0; p is a probability, so we also cap it at 1.
+    if torch.is_tensor(p) or torch.is_tensor(sign_mean):  # on the device, without reading back
+        direction = torch.sign(torch.as_tensor(sign_mean, dtype=torch.float64) - target)
+        return (p + direction * step).clamp(0.0, 1.0)
+    direction = (sign_mean > target) - (sign_mean < target)  # the sign; 0 exactly at the target
     return min(max(float(p) + direction * step, 0.0), 1.0)
 
 
@@ -493,15 +497,25 @@ class AdaStats:
         return total / count if count > 0 else None
 
     def update(self, aug_pipe: AugmentPipe) -> float:
-        """Move `aug_pipe.p` by the ADA rule, reset the running sums, return the new p."""
-        mean = self.sign_mean()
+        """Move `aug_pipe.p` by the ADA rule, reset the running sums, return the new p
+        (reading it back from the device; the trainer calls `step_p`, which does not)."""
+        self.step_p(aug_pipe)
+        return float(aug_pipe.p)
+
+    def step_p(self, aug_pipe: AugmentPipe) -> None:
+        """Move `aug_pipe.p` by the ADA rule and reset the running sums, on the device: nothing
+        is read back, so the training step never waits here."""
+        if self._count == 0 or self._sign_sum is None:  # every rank counts the same images
+            self.reset()
+            return
+        totals = torch.stack([self._sign_sum.to(aug_pipe.p.device),
+                              torch.full([], float(self._count), dtype=torch.float64, device=aug_pipe.p.device)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)  # every rank must call this at the same minibatch
         self.reset()
-        p = float(aug_pipe.p)
-        if mean is None:
-            return p
-        new_p = ada_adjust(p, mean, self.target, self.batch_size, self.interval, self.ada_kimg)
-        aug_pipe.p.fill_(new_p)
-        return new_p
+        new_p = ada_adjust(aug_pipe.p.double(), totals[0] / totals[1], self.target, self.batch_size, self.interval,
+                           self.ada_kimg)
+        aug_pipe.p.copy_(new_p)
 
     def reset(self) -> None:
         self._sign_sum, self._count = None, 0

@@ -283,7 +283,9 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
     log(f"Networks: G {count_params(nets.G):,} numbers, D {count_params(nets.D):,} numbers")
     labels = dataset.raw_labels if cfg.data.use_labels else np.zeros((1, 0))
     trainer = Trainer(cfg, nets, device, LabelSampler(labels, cfg.seed * world.size + world.rank), StatsCollector(),
-                      world=world)
+                      world=world, log=log)
+    if trainer.compiled:
+        log("G main and D main run through torch.compile (the first iterations compile them; --compile=0 to skip)")
     progress = Progress()
     if resume_state is not None:
         progress = restore_state(resume_state, nets, trainer, world, log)

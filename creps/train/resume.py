@@ -98,7 +98,7 @@ def plan_resume(resume: str, outdir: str | Path, run_desc: str, log=print) -> Re
 
 # Options that may change when a run continues; everything else must match ...
 CONTINUABLE = {"total_kimg", "kimg_per_tick", "snapshot_ticks", "metrics", "outdir", "run_desc", "grid",
-               "data.workers", "data.path"}
+               "data.workers", "data.path", "compile"}
 # ... except what was fixed when the run started (by starting from trained weights or not).
 STARTED_WITH = {"resume", "ema_rampup", "augment.ada_kimg", "loss.blur_init_sigma"}
 
@@ -127,6 +127,7 @@ def continued_config(stored: TrainConfig, requested: TrainConfig) -> TrainConfig
     return dataclasses.replace(
         stored, total_kimg=requested.total_kimg, kimg_per_tick=requested.kimg_per_tick,
         snapshot_ticks=requested.snapshot_ticks, metrics=requested.metrics, grid=requested.grid,
+        compile=requested.compile,
         data=dataclasses.replace(stored.data, workers=requested.data.workers, path=requested.data.path),
     )
 

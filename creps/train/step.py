@@ -13,11 +13,14 @@ from typing import Callable, Optional
 import torch
 
 from creps.config import OptimizerConfig, TrainConfig
-from creps.nets.registry import Capability, build, family_of
+from creps.nets.registry import build, set_training_switches
 from creps.train.augment import AdaStats, build_augment_pipe
 from creps.parallel import SINGLE, World, average_gradients
+from creps.ops.compiled import CompiledCall
+from creps.train.compiled import compile_by_default
+from creps.train.draws import Draws
 from creps.train.ema import ema_beta, update_ema
-from creps.train.loss import GANLoss, Phase
+from creps.train.loss import GANLoss, LossModules, Phase
 from creps.train.stats import StatsCollector
 
 
@@ -31,8 +34,7 @@ class Networks:
 def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     G = build(cfg.G).to(device).train().requires_grad_(False)
     D = build(cfg.D).to(device).train().requires_grad_(False)
-    if family_of(G).can(Capability.RECOMPUTE):
-        G.synthesis.recompute = cfg.recompute
+    set_training_switches(G, recompute=cfg.recompute, fused_ops=use_compile(cfg, device))
     G_ema = copy.deepcopy(G).eval()
     return Networks(G=G, D=D, G_ema=G_ema)
 
@@ -46,12 +48,20 @@ def lazy_regularization_adam(opt: OptimizerConfig) -> tuple[float, tuple[float, 
     return opt.lr * ratio, (opt.betas[0] ** ratio, opt.betas[1] ** ratio)
 
 
+def make_adam(params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Adam:
+    """Adam; the fused CUDA kernel (one launch for all parameters) when every parameter is a
+    CUDA float tensor, else the multi-tensor (foreach) path."""
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps,
+                            **({"fused": True} if fused else {"foreach": True}))
+
+
 def build_phases(cfg: TrainConfig, nets: Networks) -> list[Phase]:
     phases = []
     for prefix, module, opt_cfg in (("G", nets.G, cfg.G_opt), ("D", nets.D, cfg.D_opt)):
         lr, betas = lazy_regularization_adam(opt_cfg)
         params = list(module.parameters())  # frozen D layers are buffers, never seen here
-        opt = torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=opt_cfg.eps)
+        opt = make_adam(params, lr, betas, opt_cfg.eps)
         if opt_cfg.reg_interval is None:
             phases.append(Phase(f"{prefix}both", module, opt, 1))
         else:
@@ -73,19 +83,34 @@ def sanitize_grads(params: list[torch.nn.Parameter]) -> None:
             torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
 
 
+def compiled_modules(nets: Networks, log: Callable[[str], None]) -> LossModules:
+    """G's mapping and synthesis and D through torch.compile, for the main phases."""
+    return LossModules(mapping=CompiledCall(nets.G.mapping, "G.mapping", log),
+                       synthesis=CompiledCall(nets.G.synthesis, "G.synthesis", log),
+                       D=CompiledCall(nets.D, "D", log))
+
+
+def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    """--compile=1/0, or unset: the device's default."""
+    return compile_by_default(device) if cfg.compile is None else cfg.compile
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, nets: Networks, device: torch.device,
                  sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None,
-                 world: World = SINGLE):
+                 world: World = SINGLE, log: Callable[[str], None] = print):
         self.cfg, self.nets, self.device, self.world = cfg, nets, device, world
         self.sample_labels = sample_labels
         self.stats = stats or StatsCollector()
+        self.draws = Draws(cfg.G.z_dim, sample_labels, device)
         self.phases = build_phases(cfg, nets)
         self.augment_pipe = build_augment_pipe(cfg.augment, device)
         self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device)
-        self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, augment=self.augment_pipe,
+        self.compiled = use_compile(cfg, device)
+        self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, self.draws, augment=self.augment_pipe,
                             autocast=autocast_factory(device, cfg.fp32),
-                            on_real_logits=self.ada.accumulate if self.ada is not None else None)
+                            on_real_logits=self.ada.accumulate if self.ada is not None else None,
+                            main=compiled_modules(nets, log) if self.compiled else None)
         self.rounds = cfg.batch_size // (cfg.batch_gpu * cfg.num_gpus)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -116,22 +141,32 @@ class Trainer:
 
     def step(self, real_img: torch.Tensor, real_c: torch.Tensor, batch_idx: int, cur_nimg: int) -> None:
         """One iteration on this rank's share of the batch (uint8 images, float labels)."""
-        cfg = self.cfg
-        real_img = real_img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
-        real_c = real_c.to(self.device, non_blocking=True)
-        real_imgs, real_cs = real_img.split(cfg.batch_gpu), real_c.split(cfg.batch_gpu)
+        real_img, real_c = self.prepare_reals(real_img, real_c)
         for phase in self.phases:
             if batch_idx % phase.interval != 0:
                 continue
             n = real_img.shape[0]
-            gen_z = torch.randn(n, cfg.G.z_dim, device=self.device)
-            gen_c = self.sample_labels(n).to(self.device)
-            self._run_phase(phase, real_imgs, real_cs, gen_z.split(cfg.batch_gpu), gen_c.split(cfg.batch_gpu),
-                            cur_nimg)
-        beta = ema_beta(cfg.batch_size, cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
-        update_ema(self.nets.G_ema, self.nets.G, beta)
+            self.run_phase(phase, real_img, real_c, self.draws.latents(n), self.draws.labels(n), cur_nimg)
+        self.update_ema(cur_nimg)
         if self.ada is not None and self.ada.ready(batch_idx + 1):
-            self.ada.update(self.augment_pipe)
+            self.ada.step_p(self.augment_pipe)
+
+    def prepare_reals(self, real_img: torch.Tensor, real_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images -> float32 in [-1, 1] on the device; labels on the device."""
+        real_img = real_img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
+        return real_img, real_c.to(self.device, non_blocking=True)
+
+    def update_ema(self, cur_nimg: int) -> None:
+        cfg = self.cfg
+        update_ema(self.nets.G_ema, self.nets.G, ema_beta(cfg.batch_size, cur_nimg, cfg.ema_kimg, cfg.ema_rampup))
+
+    def run_phase(self, phase: Phase, real_img: torch.Tensor, real_c: torch.Tensor, gen_z: torch.Tensor,
+                  gen_c: torch.Tensor, cur_nimg: int) -> None:
+        """One phase on this rank's batch (prepared reals, the phase's latents and labels):
+        gradients over --batch-gpu rounds, averaged over ranks, sanitised, one Adam step."""
+        split = self.cfg.batch_gpu
+        self._run_phase(phase, real_img.split(split), real_c.split(split), gen_z.split(split), gen_c.split(split),
+                        cur_nimg)
 
     def _run_phase(self, phase: Phase, real_imgs, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:
         phase.opt.zero_grad(set_to_none=True)
