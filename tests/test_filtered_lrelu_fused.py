@@ -71,11 +71,11 @@ def test_fused_gradcheck_and_double_backward():
 
 def test_stylegan3_layers_switch_to_the_fused_path():
     from creps.nets.registry import set_training_switches
-    from creps.nets.stylegan3 import Generator
+    from creps.nets.stylegan3 import Generator, StyleGAN3Config
 
     torch.manual_seed(0)
-    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=256, channel_max=16,
-                  mapping_layers=1, num_layers=4)
+    G = Generator(StyleGAN3Config(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=256,
+                                  channel_max=16, mapping_layers=1, num_layers=4))
     z = torch.randn(2, 8)
     plain = G(z, None, noise_mode="const")
     set_training_switches(G, recompute=True, fused_ops=True)

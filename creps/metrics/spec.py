@@ -114,8 +114,8 @@ def check_network_can(name: str, family: Family, network: str) -> None:
     if need is None or family.can(need):
         return
     if need is Capability.ANY_SCALE:
-        raise UserError(f"metric {name}: scale consistency needs a network that renders at any scale "
-                        f"(--cfg=creps), not {network}; for StyleGAN3 use eqt50k_int, eqt50k_frac or eqr50k")
+        raise UserError(f"metric {name}: scale consistency needs a CREPS network, which renders at any "
+                        f"scale (--cfg=creps), not {network}; for StyleGAN3 use eqt50k_int, eqt50k_frac or eqr50k")
     raise UserError(f"metric {name}: translation/rotation equivariance is a StyleGAN3 metric; {network} does not "
                     "take a user transform (for CREPS use eqs50k)")
 
