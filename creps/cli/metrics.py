@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
-from creps.parallel import (SINGLE, World, barrier, device_for, env_world, init, launched_by_torchrun,
-                            leave_process, shutdown, spawn)
+from creps.parallel import (SINGLE, World, device_for, env_world, joined, launched_by_torchrun, leave_process,
+                            spawn, together)
 
 EXAMPLES = """examples:
   # a training run: dataset options looked up, results appended to metric-<name>.jsonl
@@ -148,7 +148,9 @@ def run_job(world: World, job: Job) -> None:
 
 
 def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
-    def body() -> int:
+    world = env_world() if launched_by_torchrun() else SINGLE
+
+    def checked_args(world: World) -> argparse.Namespace:
         args = build_parser(prog).parse_args(argv)
         from creps.metrics.registry import check_metrics
 
@@ -157,21 +159,18 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
             raise UserError("--gpus must be at least 1")
         if args.workers < 0:
             raise UserError("--workers must be at least 0")
+        if world.enabled and args.gpus != world.size:
+            raise UserError(f"--gpus={args.gpus}, but torchrun started {world.size} processes; "
+                            f"pass --gpus={world.size}")
+        return args
+
+    def body() -> int:
+        if world.enabled:  # under torchrun: join first, so a problem on any process stops them all
+            return run_ranks(world)
+        args = checked_args(world)
         if not args.metrics:
             return 0
-        world = env_world() if launched_by_torchrun() else SINGLE
-        if world.enabled:  # under torchrun: every process prepares (rank 0 first: it fetches), then computes
-            if args.gpus != world.size:
-                raise UserError(f"--gpus={args.gpus}, but torchrun started {world.size} processes; "
-                                f"pass --gpus={world.size}")
-            init(world)
-            try:
-                job = prepare(args) if world.is_main else None
-                barrier(world)
-                run_job(world, job or prepare(args))
-            finally:
-                shutdown()
-        elif args.gpus > 1:
+        if args.gpus > 1:
             import tempfile
 
             job = prepare(args)
@@ -179,6 +178,15 @@ def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics
                 spawn(run_job, args.gpus, tmp, args=(job,), what="metrics")
         else:
             run_job(SINGLE, prepare(args))
+        return 0
+
+    def run_ranks(world: World) -> int:
+        with joined(world) as world:
+            args = together(lambda: checked_args(world), world)
+            if args.metrics:  # rank 0 prepares first (it fetches into the cache), then the others
+                job = together(lambda: prepare(args) if world.is_main else None, world)
+                job = together(lambda: job if world.is_main else prepare(args), world)
+                run_job(world, job)
         return 0
 
     return run_cli(body)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
-from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainOptions, check_options, resolve
-from creps.errors import UserError
+from creps.config import AUG_MODES, CONFIGS, DatasetInfo, TrainConfig, TrainOptions, check_options, resolve
+from creps.errors import RunFailure, UserError
 from creps.metrics import Detectors, metric_families, not_implemented_reason
-from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
-                            leave_process, shutdown, spawn)
+from creps.parallel import (SINGLE, PeerLost, World, broadcast_object, env_world, joined, launched_by_torchrun,
+                            leave_process, spawn, together)
 from creps.train.resume import ResumePlan, check_transfer, continued_config, plan_resume
 
 EXAMPLES = """examples:
@@ -105,77 +107,168 @@ def summary_lines(cfg, run_dir_hint: str) -> list[str]:
     ]
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A checked run, ready to start: its config, how it resumes, the detector of its metrics."""
+
+    cfg: TrainConfig
+    info: DatasetInfo  # of this process's --data
+    plan: ResumePlan
+    detector: Optional[Detectors] = None
+
+
+def parse_options(argv: Optional[Sequence[str]], prog: str, world: World) -> TrainOptions:
+    args = build_parser(prog).parse_args(argv)
+    args.outdir = os.path.expanduser(args.outdir)
+    args.data = os.path.expanduser(args.data)
+    options = options_from_args(args)
+    if world.enabled and options.gpus != world.size:
+        raise UserError(f"--gpus={options.gpus}, but torchrun started {world.size} processes; "
+                        f"pass --gpus={world.size}")
+    check_options(options)
+    return options
+
+
+def local_dataset_info(options: TrainOptions) -> DatasetInfo:
+    info = dataset_info(options.data)
+    if options.cond and info.has_labels:
+        info = DatasetInfo(**{**info.__dict__, "label_dim": _label_dim(options.data)})
+    return info
+
+
+def prepare(options: TrainOptions, world: World = SINGLE) -> Optional[Prepared]:
+    """Everything before training, where the run is decided (the only process, or rank 0):
+    resolve the options, plan the resume, print the options, fetch the metrics' detector.
+    None after a dry run."""
+    from creps.train.rundir import check_outdir, next_run_dir
+
+    check_outdir(options.outdir)
+    info = local_dataset_info(options)
+    cfg = resolve(options, info)
+    plan, resume_note = ResumePlan(), None
+    if options.resume is not None:
+        try:
+            plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
+        except UserError as err:
+            if not options.dry_run:
+                raise
+            resume_note = str(err)
+        if plan.state is not None:
+            cfg = continued_config(plan.state.config, resolve(dataclasses.replace(options, resume=None), info))
+        elif plan.snapshot is not None:
+            for note in check_transfer(cfg, plan.snapshot):
+                print(f"note: {note}")
+        elif resume_note is None:  # --resume=auto found nothing: a fresh run
+            cfg = resolve(dataclasses.replace(options, resume=None), info)
+    run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
+    print("\nTraining options:")
+    print(cfg.to_json())
+    print()
+    for line in summary_lines(cfg, str(run_dir)):
+        print(line)
+    if plan.state is not None:
+        print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
+    print()
+    warnings = gpu_warnings(cfg.num_gpus, world)
+    reasons = [resume_note] if resume_note else []
+    reasons += [r for r in (not_implemented_reason(m) for m in cfg.metrics) if r]
+    if options.dry_run:
+        for w in warnings:
+            print(f"warning: {w}")
+        for r in reasons:
+            print(f"note: {r}; a real run stops here")
+        print("Dry run; exiting.")
+        return None
+    if reasons:
+        raise UserError(reasons[0])
+    if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
+        raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
+    # The detector is fetched before the run directory exists: offline, this is the
+    # one-line error that says where to get it (or to pass --metrics=none).
+    detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics else None
+    return Prepared(cfg, info, plan, detector)
+
+
 def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
     """Under torchrun every process runs this; only rank 0 prints and writes."""
     world = env_world() if launched_by_torchrun() else SINGLE
-
-    def body() -> int:
-        import os
-
-        from creps.train.rundir import check_outdir, next_run_dir
-
-        args = build_parser(prog).parse_args(argv)
-        args.outdir = os.path.expanduser(args.outdir)
-        args.data = os.path.expanduser(args.data)
-        options = options_from_args(args)
-        if world.enabled and options.gpus != world.size:
-            raise UserError(f"--gpus={options.gpus}, but torchrun started {world.size} processes; "
-                            f"pass --gpus={world.size}")
-        check_options(options)
-        check_outdir(options.outdir)
-        info = dataset_info(options.data)
-        if options.cond and info.has_labels:
-            info = DatasetInfo(**{**info.__dict__, "label_dim": _label_dim(options.data)})
-        cfg = resolve(options, info)
-        plan, resume_note = ResumePlan(), None
-        if options.resume is not None:
-            try:
-                plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
-            except UserError as err:
-                if not options.dry_run:
-                    raise
-                resume_note = str(err)
-            if plan.state is not None:
-                cfg = continued_config(plan.state.config, resolve(dataclasses.replace(options, resume=None), info))
-            elif plan.snapshot is not None:
-                for note in check_transfer(cfg, plan.snapshot):
-                    print(f"note: {note}")
-            elif resume_note is None:  # --resume=auto found nothing: a fresh run
-                cfg = resolve(dataclasses.replace(options, resume=None), info)
-        run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
-        print("\nTraining options:")
-        print(cfg.to_json())
-        print()
-        for line in summary_lines(cfg, str(run_dir)):
-            print(line)
-        if plan.state is not None:
-            print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
-        print()
-        warnings = gpu_warnings(cfg.num_gpus, world)
-        reasons = [resume_note] if resume_note else []
-        reasons += [r for r in (not_implemented_reason(m) for m in cfg.metrics) if r]
-        if options.dry_run:
-            for w in warnings:
-                print(f"warning: {w}")
-            for r in reasons:
-                print(f"note: {r}; a real run stops here")
-            print("Dry run; exiting.")
-            return 0
-        if reasons:
-            raise UserError(reasons[0])
-        # The detector is fetched before the run directory exists: offline, this is the
-        # one-line error that says where to get it (or to pass --metrics=none).
-        if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
-            raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
-        detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics and world.is_main else None
-        if world.enabled:
-            return launch_torchrun(cfg, plan, detector, world)
-        if cfg.num_gpus > 1:
-            return launch_spawn(cfg, plan)
-        return launch(cfg, plan, detector)
-
     with quiet_unless(world.is_main):
-        return run_cli(body)
+        if world.enabled:
+            return run_cli(lambda: train_ranks(argv, prog, world))
+        return run_cli(lambda: train_here(argv, prog))
+
+
+def train_here(argv: Optional[Sequence[str]], prog: str) -> int:
+    """One process, or --gpus=N local processes that it starts."""
+    prepared = prepare(parse_options(argv, prog, SINGLE))
+    if prepared is None:
+        return 0
+    if prepared.cfg.num_gpus > 1:
+        return launch_spawn(prepared.cfg, prepared.plan)
+    return launch(prepared.cfg, prepared.plan, prepared.detector)
+
+
+# Options that may differ between the hosts of one run: paths and resources of each host.
+HOST_LOCAL_OPTIONS = ("outdir", "data", "resume", "workers")
+
+
+def train_ranks(argv: Optional[Sequence[str]], prog: str, world: World) -> int:
+    """Every torchrun process. They join first, so a problem that any of them finds stops all
+    of them at once. Rank 0 decides the run (options, resume, run directory) and sends the
+    others its config and training state over the process group: other hosts need the dataset
+    (at their own --data), never rank 0's files."""
+    with joined(world) as world:
+        options = together(lambda: parse_options(argv, prog, world), world)
+        prepared = together(lambda: prepare(options, world) if world.is_main else None, world)
+        decided = None
+        if world.is_main and prepared is not None:
+            decided = (prepared.cfg.to_json(), options, prepared.info, prepared.plan.state)
+        decided = broadcast_object(decided, world)
+        if decided is None:  # a dry run
+            return 0
+        if not world.is_main:
+            prepared = together(lambda: follow_rank0(options, *decided), world)
+        else:
+            together(lambda: None, world)
+        run_dir, log = together(lambda: open_run_dir(prepared.cfg, prepared.plan) if world.is_main
+                                else (None, quiet_log()), world)
+        run_dir = Path(broadcast_object(str(run_dir) if world.is_main else None, world))
+        return train_in_run_dir(prepared.cfg, prepared.plan, run_dir, log, prepared.detector, world)
+
+
+def follow_rank0(options: TrainOptions, cfg_json: str, main_options: TrainOptions, main_info: DatasetInfo,
+                 state) -> Prepared:
+    """A rank other than 0: check that it was started with rank 0's command on the same
+    dataset, and take rank 0's config (with this host's --data) and training state."""
+    mine, theirs = dataclasses.asdict(options), dataclasses.asdict(main_options)
+    differ = [f"--{k.replace('_', '-')}={_flag(mine[k])} (rank 0: {_flag(theirs[k])})"
+              for k in mine if k not in HOST_LOCAL_OPTIONS and mine[k] != theirs[k]]
+    if differ:
+        raise UserError(f"started with other options than rank 0: {'; '.join(differ[:4])}; run the same command "
+                        "on every host (only --outdir, --data, --resume and --workers may differ)")
+    info = local_dataset_info(options)
+    have, want = (info.size, info.resolution, info.channels, info.label_dim), \
+        (main_info.size, main_info.resolution, main_info.channels, main_info.label_dim)
+    if have != want:
+        raise UserError(f"--data={options.data} holds {_dataset_text(info)}, rank 0's dataset "
+                        f"{_dataset_text(main_info)}; every host needs the same dataset")
+    cfg = TrainConfig.from_dict(json.loads(cfg_json))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=options.data))
+    detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics else None
+    return Prepared(cfg, info, ResumePlan(state=state), detector)
+
+
+def _flag(value) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return ",".join(value) or "none"
+    return "(default)" if value is None else str(value)
+
+
+def _dataset_text(info: DatasetInfo) -> str:
+    labels = f", {info.label_dim} classes" if info.label_dim else ""
+    return f"{info.size} images of {info.resolution}x{info.resolution}x{info.channels}{labels}"
 
 
 @contextlib.contextmanager
@@ -233,6 +326,11 @@ def train_in_run_dir(cfg, plan: ResumePlan, run_dir, log, detector=None, world: 
     except KeyboardInterrupt:
         log(f"Stopped. Continue this run with --resume={run_dir}")
         raise
+    except PeerLost as err:
+        hosts = "the same command on every host with " if len(set(world.hosts)) > 1 else ""
+        failure = RunFailure(f"{err}; the run directory is intact: continue with {hosts}--resume={run_dir}")
+        log.to_file(f"error: {failure}")
+        raise failure from None
     finally:
         log.close()
     return 0
@@ -241,19 +339,6 @@ def train_in_run_dir(cfg, plan: ResumePlan, run_dir, log, detector=None, world: 
 def launch(cfg, plan: ResumePlan, detector=None) -> int:
     run_dir, log = open_run_dir(cfg, plan)
     return train_in_run_dir(cfg, plan, run_dir, log, detector)
-
-
-def launch_torchrun(cfg, plan: ResumePlan, detector, world: World) -> int:
-    """Every torchrun process: join the group, rank 0 makes the run directory, all train."""
-    from pathlib import Path
-
-    init(world)
-    try:
-        run_dir, log = open_run_dir(cfg, plan) if world.is_main else (None, quiet_log())
-        run_dir = Path(broadcast_object(str(run_dir) if world.is_main else None, world))
-        return train_in_run_dir(cfg, plan, run_dir, log, detector, world)
-    finally:
-        shutdown()
 
 
 def launch_spawn(cfg, plan: ResumePlan) -> int:
@@ -270,11 +355,7 @@ def launch_spawn(cfg, plan: ResumePlan) -> int:
 
 
 def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optional[str], transfer: bool) -> None:
-    import json
-    from pathlib import Path
-
     from creps.checkpoint import load_snapshot
-    from creps.config import TrainConfig
     from creps.train.rundir import RunLog
     from creps.train.state import load_training_state
 
@@ -289,7 +370,11 @@ def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optiona
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
     """The command line (train.py, creps ...): train(), and a torchrun worker ends its process here."""
-    code = train(argv, prog=prog)
-    if launched_by_torchrun() and env_world().size > 1:
-        leave_process(code)  # see creps.parallel.leave_process
+    if not (launched_by_torchrun() and env_world().size > 1):
+        return train(argv, prog=prog)
+    try:
+        code = train(argv, prog=prog)
+    except SystemExit as stop:  # --help
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    leave_process(code)  # see creps.parallel.leave_process
     return code

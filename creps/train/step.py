@@ -82,7 +82,7 @@ class Trainer:
         self.stats = stats or StatsCollector()
         self.phases = build_phases(cfg, nets)
         self.augment_pipe = build_augment_pipe(cfg.augment, device)
-        self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device)
+        self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device, world)
         self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, augment=self.augment_pipe,
                             autocast=autocast_factory(device, cfg.fp32),
                             on_real_logits=self.ada.accumulate if self.ada is not None else None)
