@@ -160,8 +160,9 @@ class Host:
 
 
 class TwoHosts:
-    """hosts[0] and hosts[1], joined by a veth pair; `close()` ends every process in them and
-    removes them (also use it as a context manager)."""
+    """Two hosts (`pair[0]`, `pair[1]`), joined by a veth pair. `popen` starts a process in one;
+    `close()` kills every process in them, waits for those it started, and removes them (also
+    use it as a context manager)."""
 
     def __init__(self) -> None:
         remove_stale()
@@ -170,6 +171,7 @@ class TwoHosts:
         tag = f"{PREFIX}-{os.getpid()}-{next(_serial)}"
         self.hosts = (Host(f"{tag}-h0", "creps0", str(a)), Host(f"{tag}-h1", "creps1", str(b)))
         self.prefix = net.prefixlen
+        self.started: list[subprocess.Popen] = []
         try:
             for host in self.hosts:
                 ip("netns", "add", host.ns)
@@ -185,13 +187,30 @@ class TwoHosts:
             self.close()
             raise
 
+    def __getitem__(self, index: int) -> Host:
+        return self.hosts[index]
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def popen(self, index: int, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        """argv run in host `index`, in a session of its own (kill it and its children by group)."""
+        proc = subprocess.Popen(self.hosts[index].command(argv), start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
     def close(self) -> list[int]:
-        """Kill what still runs in the hosts (returns those pids) and remove them."""
+        """Kill what still runs in the hosts (returns those pids), reap what was started here,
+        and remove the hosts."""
         left: list[int] = []
         listed = {line.split()[0] for line in ip("netns", "list", check=False).stdout.splitlines() if line.strip()}
         for host in self.hosts:
             if host.ns in listed:
                 left += kill_namespace(host.ns)
+        for proc in self.started:
+            proc.wait()
+        for host in self.hosts:
+            if host.ns in listed:
                 ip("netns", "del", host.ns, check=False)
         return left
 

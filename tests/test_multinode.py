@@ -54,22 +54,21 @@ class Launch:
         return [line for line in self.text().splitlines() if line.startswith("error:")]
 
 
-def launch(hosts, name: str, outdirs, data: Path, flags, tmp_path: Path, rdzv: str = RDZV,
+def launch(hosts: netns.TwoHosts, name: str, outdirs, data: Path, flags, tmp_path: Path, rdzv: str = RDZV,
            timeout: float = TIMEOUT_S) -> list[Launch]:
     """The same training command on both hosts, each with its own --outdir. Host 1 starts once
     host 0 serves the rendezvous, so that a slow start-up never counts against its timeouts."""
     port = next(_ports)
     launches = []
     for rank, host in enumerate(hosts):
-        command = host.command([
+        command = [
             sys.executable, "-m", "creps", "torchrun", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={hosts[0].address}:{port}", f"--rdzv-id={name}-{port}", f"--rdzv-conf={rdzv}",
-            str(REPO / "train.py"), f"--outdir={outdirs[rank]}", f"--data={data}", "--gpus=2", *flags])
+            str(REPO / "train.py"), f"--outdir={outdirs[rank]}", f"--data={data}", "--gpus=2", *flags]
         env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=host.ifname, CREPS_DIST_TIMEOUT=str(timeout))
         output = tmp_path / f"{name}-host{rank}.txt"
         with open(output, "w") as sink:
-            proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                    start_new_session=True)
+            proc = hosts.popen(rank, command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         launches.append(Launch(host, proc, output, time.monotonic()))
         if rank == 0:
             wait_listening(launches[0], port)
@@ -173,7 +172,7 @@ def hosts():
     if reason:
         pytest.skip(reason)
     with netns.TwoHosts() as made:
-        yield made.hosts
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +196,10 @@ def two_hosts_run(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two-hosts")
     outdirs = [tmp / "host0-runs", tmp / "host1-runs"]
     with netns.TwoHosts() as made:
-        launches = launch(made.hosts, "plain", outdirs, tiny_dataset, [*FLAGS, f"--metrics={METRIC}"], tmp)
+        launches = launch(made, "plain", outdirs, tiny_dataset, [*FLAGS, f"--metrics={METRIC}"], tmp)
         codes = finish(launches, timeout=300)
         assert codes == [0, 0], "\n".join(x.text()[-3000:] for x in launches)
-        assert_nothing_runs(made.hosts)
+        assert_nothing_runs(made)
         return {"outdirs": outdirs, "launches": launches, "hosts": made.hosts}
 
 

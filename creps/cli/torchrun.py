@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Optional, Sequence
 
 USAGE = """usage: creps torchrun [torchrun options] train.py|calc_metrics.py [their options]
@@ -153,13 +154,13 @@ def running_children() -> Optional[list[int]]:
     zombie until the agent reaps it), or None where /proc cannot tell."""
     try:
         tasks = os.listdir("/proc/self/task")
-        pids = [int(pid) for task in tasks for pid in open(f"/proc/self/task/{task}/children").read().split()]
+        pids = [int(pid) for task in tasks for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
     except OSError:
         return None
     running = []
     for pid in pids:
         try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue  # reaped meanwhile
         if state not in ("Z", "X"):

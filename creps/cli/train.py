@@ -26,6 +26,15 @@ EXAMPLES = """examples:
   # Small CREPS on the CPU, no metrics, snapshots every tick.
   python train.py --outdir=runs --cfg=creps --data=data.zip --gpus=1 --batch=8 --gamma=1 \\
       --cbase=4096 --cmax=128 --map-depth=2 --aug=noaug --metrics=none --kimg=20 --tick=1 --snap=5
+
+  # Two machines of 8 GPUs: the same line on each (HOST0: the first one's address).
+  creps torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST0:29400 \\
+      --rdzv-id=run1 train.py --outdir=~/training-runs --cfg=creps --data=~/datasets/afhqv2-512x512.zip \\
+      --gpus=16 --batch=32 --gamma=8.2 --mirror=1
+
+environment:
+  CREPS_DIST_TIMEOUT=SECONDS  how long a process waits for the others before the run ends with one
+                              line (default 600)
 """
 
 
