@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from creps.config import DatasetInfo, TrainOptions, resolve
+from creps.train.compiled import on_device
 from creps.train.feed import LabelSampler
 from creps.train.step import Trainer, build_networks
 from common import add_device_options, device_from  # benchmarks/common.py
@@ -39,7 +40,8 @@ def main() -> None:
     p.add_argument("--mbstd-group", type=int, default=4)
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--fp32", type=int, default=0)
-    p.add_argument("--recompute", type=int, default=1, help="CREPS per-pixel recomputation in backward (train.py --recompute)")
+    p.add_argument("--recompute", type=int, default=None,
+                   help="1/0: CREPS per-pixel recomputation in backward (train.py --recompute; default: on with CUDA only)")
     p.add_argument("--compile", type=int, default=None,
                    help="1/0: main phases through torch.compile (train.py --compile; default: on with CUDA only)")
     p.add_argument("--fused-modconv", type=int, default=None,
@@ -55,7 +57,7 @@ def main() -> None:
     options = TrainOptions(outdir="-", cfg=a.cfg, data="-", gpus=1, batch=a.batch, gamma=a.gamma, aug="noaug",
                            batch_gpu=a.batch_gpu, cbase=a.cbase, cmax=a.cmax, map_depth=a.map_depth,
                            mbstd_group=a.mbstd_group, metrics=(), fp32=bool(a.fp32),
-                           recompute=bool(a.recompute), compile=None if a.compile is None else bool(a.compile))
+                           recompute=None if a.recompute is None else bool(a.recompute), compile=None if a.compile is None else bool(a.compile))
     info = DatasetInfo(path="-", name="random", resolution=a.res, channels=3, size=1000, has_labels=False,
                        label_dim=0)
     cfg = resolve(options, info)
@@ -105,7 +107,7 @@ def main() -> None:
     sec_per_iter = elapsed / a.iters
     print(json.dumps({
         "cfg": a.cfg, "res": a.res, "batch": a.batch, "batch_gpu": cfg.batch_gpu, "cbase": a.cbase, "cmax": a.cmax,
-        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": cfg.recompute, "compile": trainer.compiled, "fused_modconv": a.fused_modconv, "iters": a.iters, "warmup": a.warmup,
+        "map_depth": cfg.G.mapping_layers, "fp32": bool(a.fp32), "recompute": on_device(cfg.recompute, device), "compile": trainer.compiled, "fused_modconv": a.fused_modconv, "iters": a.iters, "warmup": a.warmup,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "sec_per_iter": round(sec_per_iter, 4), "sec_per_kimg": round(sec_per_iter / a.batch * 1000, 2),

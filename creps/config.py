@@ -60,7 +60,7 @@ class TrainOptions:
     seed: int = 0
     fp32: bool = False
     nobench: bool = False
-    recompute: bool = True
+    recompute: Optional[bool] = None  # None: on with CUDA, off on CPUs
     compile: Optional[bool] = None  # None: on with CUDA, off on CPUs
     workers: int = 3
     dry_run: bool = False
@@ -152,7 +152,9 @@ class TrainConfig:
     run_desc: str
     outdir: str
     grid: Optional[tuple[int, int]] = None  # None: the default grid size for the resolution and device
-    recompute: bool = True  # per-pixel layers recomputed in backward where the family can (less memory)
+    # Per-pixel layers recomputed in backward where the family can (less memory, more time);
+    # None: on with CUDA, off on CPUs (where memory is plentiful and it costs ~15% of a step).
+    recompute: Optional[bool] = None
     compile: Optional[bool] = None  # main phases through torch.compile; None: on with CUDA, off on CPUs
 
     def to_dict(self) -> dict[str, Any]:

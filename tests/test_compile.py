@@ -13,8 +13,8 @@ from creps.cli.train import train
 from creps.config import DatasetInfo, TrainOptions, resolve
 from creps.ops import compiled
 from creps.ops.compiled import CompiledCall
-from creps.train.compiled import compile_by_default
-from creps.train.step import Trainer, build_networks, use_compile
+from creps.train.compiled import on_device
+from creps.train.step import Trainer, build_networks
 from test_config_docs import constant_png_zip
 
 
@@ -33,12 +33,10 @@ def tiny_cfg(compile):
 
 
 def test_compile_default_follows_the_device():
-    assert compile_by_default(torch.device("cuda")) is True
-    assert compile_by_default(torch.device("cpu")) is False
-    assert use_compile(tiny_cfg(None), torch.device("cpu")) is False
-    assert use_compile(tiny_cfg(None), torch.device("cuda")) is True
-    assert use_compile(tiny_cfg(True), torch.device("cpu")) is True
-    assert use_compile(tiny_cfg(False), torch.device("cuda")) is False
+    assert on_device(tiny_cfg(None).compile, torch.device("cpu")) is False
+    assert on_device(tiny_cfg(None).compile, torch.device("cuda")) is True
+    assert on_device(tiny_cfg(True).compile, torch.device("cpu")) is True
+    assert on_device(tiny_cfg(False).compile, torch.device("cuda")) is False
 
 
 def test_a_failing_compile_runs_the_plain_module_with_one_log_line():

@@ -163,11 +163,12 @@ def test_json_round_trip(name, extra):
         assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), f.name
 
 
-def test_recompute_defaults_on_and_old_options_files_still_load():
-    assert cfg_of().recompute is True and cfg_of(recompute=False).recompute is False
+def test_recompute_defaults_to_the_device_and_old_options_files_still_load():
+    assert cfg_of().recompute is None and cfg_of(recompute=False).recompute is False
+    assert cfg_of(recompute=True).recompute is True
     data = json.loads(cfg_of(recompute=False).to_json())
     del data["recompute"]  # training_options.json written before the option existed
-    assert TrainConfig.from_dict(data).recompute is True
+    assert TrainConfig.from_dict(data).recompute is None
 
 
 def test_labelled_round_trip():

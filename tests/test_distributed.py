@@ -13,23 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, TINY_TRAIN_FLAGS, assert_same_tensors, final_snapshot
 from creps.config import DatasetInfo, TrainOptions, resolve
-from creps.data.synthetic import make_synthetic_dataset
 from creps import parallel as distributed
 from creps.train.rundir import RunLog, create_run_dir
 
 pytestmark = pytest.mark.slow
 
-FLAGS = ["--cfg=creps", "--batch=8", "--gamma=1", "--cbase=256", "--cmax=32", "--map-depth=1", "--mbstd-group=2",
-         "--aug=ada", "--metrics=none", "--kimg=0.032", "--tick=0.016", "--snap=1", "--grid=2x2", "--workers=1"]
+FLAGS = [*TINY_TRAIN_FLAGS, "--kimg=0.032"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "shapes.zip"
-    make_synthetic_dataset(str(path), num_images=32, resolution=16, seed=0)
-    return path
+def data(tiny_dataset) -> Path:
+    return tiny_dataset
 
 
 def digest(module: torch.nn.Module) -> str:
@@ -111,18 +107,10 @@ def test_two_ranks_stop_and_resume_equal_an_uninterrupted_run(data, tmp_path):
     """Every rank's random streams, label sampler and partial statistics are in the training
     state, so a 2-process run that stops and resumes ends bit-identical to one that did not."""
     from creps.cli.train import train
-    from safetensors.torch import load_file
 
-    def final(outdir: Path) -> dict[str, torch.Tensor]:
-        (run_dir,) = [p for p in outdir.iterdir() if p.is_dir()]
-        return load_file(str(sorted(run_dir.glob("network-snapshot-*.safetensors"))[-1]))
-
-    flags = [f for f in FLAGS if not f.startswith("--kimg")]
+    flags = TINY_TRAIN_FLAGS
     full, part = tmp_path / "full", tmp_path / "part"
     assert train([f"--outdir={full}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.048"]) == 0
     assert train([f"--outdir={part}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.016"]) == 0
     assert train([f"--outdir={part}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.048", "--resume=auto"]) == 0
-    a, b = final(full), final(part)
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    assert_same_tensors(final_snapshot(full), final_snapshot(part))

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: argument types, and turning UserError into one line + exit 2."""
+"""Shared CLI plumbing: argument types, and turning UserError (exit 2) and RunFailure (exit 1)
+into one line."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 from typing import Callable, NoReturn, Optional
 
-from creps.errors import UserError
+from creps.errors import RunFailure, UserError
 
 TRUE = {"1", "true", "t", "yes", "y", "on"}
 FALSE = {"0", "false", "f", "no", "n", "off"}
@@ -122,12 +123,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def run_cli(fn: Callable[[], int | None]) -> int:
-    """Run a command body: UserError -> 'error: ...' on stderr and exit code 2."""
+    """Run a command body: UserError -> 'error: ...' on stderr and exit code 2; RunFailure
+    (a peer or the network failed) -> the same line and exit code 1."""
     try:
         return int(fn() or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

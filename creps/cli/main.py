@@ -42,6 +42,12 @@ def _convert(argv):
     return convert(argv)
 
 
+def _torchrun(argv):
+    from creps.cli.torchrun import torchrun
+
+    return torchrun(argv)
+
+
 def _demo(argv):
     from creps.cli.demo import demo
 
@@ -56,6 +62,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "video": (_video, "latent-interpolation video from a snapshot (same flags as gen_video.py)"),
     "convert": (_convert, "write a published network pickle (.pkl) as a creps snapshot"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
+    "torchrun": (_torchrun, "torchrun (same options) for many hosts, with one-line failures"),
 }
 
 

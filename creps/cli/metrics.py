@@ -12,12 +12,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
-from creps.parallel import (SINGLE, World, barrier, device_for, env_world, init, launched_by_torchrun,
-                            leave_process, shutdown, spawn)
+from creps import launch
+from creps.parallel import SINGLE, World, device_for
 
 EXAMPLES = """examples:
   # a training run: dataset options looked up, results appended to metric-<name>.jsonl
@@ -66,11 +66,14 @@ def find_run_dir(network: Path) -> Optional[Path]:
     return parent if (parent / "training_options.json").is_file() else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Job:
-    """What every process of a metrics run computes (plain values: it crosses processes)."""
+    """What every process of a metrics run computes: the network (loaded once, where the run
+    is decided, and sent to the other processes) and plain settings. Loaded detectors stay in
+    the process that loaded them (each process loads its own)."""
 
     metrics: tuple[str, ...]
+    G: Any  # the snapshot's G_ema, on the CPU
     network: str  # local path of the snapshot or pickle
     shown_network: str  # as the user gave it
     data_path: str
@@ -82,16 +85,49 @@ class Job:
     lpips: Optional[str]
     workers: int
     verbose: bool
+    gpus: int
+    detectors: Any = None  # Detectors, loaded in this process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "detectors": None}
+
+    def load_detectors(self, device) -> Any:
+        """This process's detectors for the job's metrics (fetched into the cache when missing)."""
+        from creps.metrics.detectors import Detectors
+        from creps.metrics.registry import metric_families
+
+        if self.detectors is None:
+            self.detectors = Detectors("cpu", inception=self.detector, vgg16=self.vgg16, lpips=self.lpips).require(
+                metric_families(self.metrics))
+        return self.detectors.to(device)
 
 
-def prepare(args: argparse.Namespace) -> Job:
-    """Check everything and fetch every file (network, detectors) once, before any work."""
+def checked_args(argv: Optional[Sequence[str]], prog: str, world: World) -> argparse.Namespace:
+    from creps.metrics.registry import check_metrics
+
+    args = build_parser(prog).parse_args(argv)
+    check_metrics(args.metrics)
+    if args.gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    if args.workers < 0:
+        raise UserError("--workers must be at least 0")
+    if world.enabled and args.gpus != world.size:
+        raise UserError(f"--gpus={args.gpus}, but torchrun started {world.size} processes; "
+                        f"pass --gpus={world.size}")
+    return args
+
+
+def prepare(args: argparse.Namespace, world: World = SINGLE) -> Optional[Job]:
+    """Check everything and load every file (network, detectors) once, before any work; None
+    when there is no metric to compute."""
     from creps.checkpoint import load_snapshot
     from creps.cli.common import check_renders_at
     from creps.compat.published import published_file
-    from creps.metrics.detectors import Detectors
-    from creps.metrics.registry import metric_families
 
+    if not args.metrics:
+        return None
+    if args.verbose:
+        print(f'Loading network from "{args.network}"...')
     network = published_file(args.network)  # a URL is downloaded into the cache first
     snap = load_snapshot(network, device="cpu", networks=("G_ema",))
     check_renders_at(snap.G_ema, args.scale)
@@ -106,33 +142,39 @@ def prepare(args: argparse.Namespace) -> Job:
                             "please specify --data=ZIP|DIR")
     if args.mirror is not None:
         mirror = args.mirror
-    Detectors("cpu", inception=args.detector, vgg16=args.vgg16, lpips=args.lpips).require(
-        metric_families(args.metrics))
-    return Job(metrics=tuple(args.metrics), network=str(network), shown_network=args.network, data_path=data_path,
-               mirror=mirror, scale=args.scale, device=args.device, detector=args.detector, vgg16=args.vgg16,
-               lpips=args.lpips, workers=args.workers, verbose=args.verbose)
+    job = Job(metrics=tuple(args.metrics), G=snap.G_ema, network=str(network), shown_network=args.network,
+              data_path=data_path, mirror=mirror, scale=args.scale, device=args.device, detector=args.detector,
+              vgg16=args.vgg16, lpips=args.lpips, workers=args.workers, verbose=args.verbose, gpus=args.gpus)
+    job.load_detectors("cpu")
+    return job
+
+
+def follow(args: argparse.Namespace, job: Job) -> Job:
+    """A torchrun rank other than 0: rank 0's job, with this host's dataset and detectors."""
+    if args.data is not None:
+        job.data_path = os.path.expanduser(args.data)
+    if not os.path.exists(job.data_path):
+        raise UserError(f"the dataset {job.data_path} is not on this host; please specify --data=ZIP|DIR")
+    job.load_detectors("cpu")
+    return job
 
 
 def run_job(world: World, job: Job) -> None:
-    """Every process: load the network and detectors on its device, compute its share of each
-    metric; rank 0 prints each result (and appends it to the run directory's jsonl)."""
+    """Every process: compute its share of each metric on its device; rank 0 prints each
+    result (and appends it to the run directory's jsonl)."""
     import torch
 
-    from creps.checkpoint import load_snapshot
-    from creps.metrics.detectors import Detectors
-    from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_families, metric_jsonl_line
+    from creps.metrics.registry import append_metric_jsonl, compute_metric, metric_jsonl_line
 
     say = print if job.verbose and world.is_main else (lambda *a, **k: None)
     device = torch.device(job.device) if job.device else device_for(world)
     if device.type == "cpu" and job.device is None:
         say("No CUDA device: computing on the CPU (slow).")
-    say(f'Loading network from "{job.shown_network}"...')
-    G = load_snapshot(job.network, device=device, networks=("G_ema",)).G_ema
+    G = job.G.to(device)
     say("Dataset options:")
     say(json.dumps({"path": job.data_path, "xflip": job.mirror, "use_labels": G.c_dim != 0,
                     "resolution": G.img_resolution}, indent=2))
-    detectors = Detectors(device, inception=job.detector, vgg16=job.vgg16, lpips=job.lpips).require(
-        metric_families(job.metrics))
+    detectors = job.load_detectors(device)
     run_dir = find_run_dir(Path(job.network))
     for name in job.metrics:
         say(f"Calculating {name}...")
@@ -149,45 +191,11 @@ def run_job(world: World, job: Job) -> None:
 
 
 def calc_metrics(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
-    def body() -> int:
-        args = build_parser(prog).parse_args(argv)
-        from creps.metrics.registry import check_metrics
-
-        check_metrics(args.metrics)
-        if args.gpus < 1:
-            raise UserError("--gpus must be at least 1")
-        if args.workers < 0:
-            raise UserError("--workers must be at least 0")
-        if not args.metrics:
-            return 0
-        world = env_world() if launched_by_torchrun() else SINGLE
-        if world.enabled:  # under torchrun: every process prepares (rank 0 first: it fetches), then computes
-            if args.gpus != world.size:
-                raise UserError(f"--gpus={args.gpus}, but torchrun started {world.size} processes; "
-                                f"pass --gpus={world.size}")
-            init(world)
-            try:
-                job = prepare(args) if world.is_main else None
-                barrier(world)
-                run_job(world, job or prepare(args))
-            finally:
-                shutdown()
-        elif args.gpus > 1:
-            import tempfile
-
-            job = prepare(args)
-            with tempfile.TemporaryDirectory() as tmp:
-                spawn(run_job, args.gpus, tmp, args=(job,), what="metrics")
-        else:
-            run_job(SINGLE, prepare(args))
-        return 0
-
-    return run_cli(body)
+    command = launch.Command(what="metrics", check=lambda world: checked_args(argv, prog, world), prepare=prepare,
+                             follow=follow, work=run_job, processes=lambda job: job.gpus)
+    return run_cli(lambda: launch.run(command))
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "calc_metrics.py") -> int:
-    """The command line (calc_metrics.py, creps ...): calc_metrics(), and a torchrun worker ends its process here."""
-    code = calc_metrics(argv, prog=prog)
-    if launched_by_torchrun() and env_world().size > 1:
-        leave_process(code)  # see creps.parallel.leave_process
-    return code
+    """The command line (calc_metrics.py, creps ...)."""
+    return launch.exit_code(lambda: calc_metrics(argv, prog=prog))

@@ -1,19 +1,22 @@
-"""`creps train` / `train.py`: the published flags, validated, resolved, then the loop."""
+"""`creps train` / `train.py`: the published flags, validated, resolved, then the loop, in one
+process, in --gpus local processes, or in torchrun's workers on one or more machines."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
+from creps import launch
 from creps.cli.common import Parser, parse_bool, parse_list, run_cli
-from creps.config import AUG_MODES, DatasetInfo, TrainOptions, check_options, resolve
-from creps.errors import UserError
+from creps.config import AUG_MODES, DatasetInfo, TrainConfig, TrainOptions, check_options, resolve
+from creps.errors import RunFailure, UserError
 from creps.metrics import Detectors, metric_families
 from creps.nets.registry import CONFIG_NAMES
-from creps.parallel import (SINGLE, World, broadcast_object, env_world, init, launched_by_torchrun,
-                            leave_process, shutdown, spawn)
+from creps.parallel import SINGLE, PeerLost, World, broadcast_object, together
 from creps.train.resume import ResumePlan, check_transfer, plan_resume, transfer_config
 
 EXAMPLES = """examples:
@@ -24,6 +27,15 @@ EXAMPLES = """examples:
   # Small CREPS on the CPU, no metrics, snapshots every tick.
   python train.py --outdir=runs --cfg=creps --data=data.zip --gpus=1 --batch=8 --gamma=1 \\
       --cbase=4096 --cmax=128 --map-depth=2 --aug=noaug --metrics=none --kimg=20 --tick=1 --snap=5
+
+  # Two machines of 8 GPUs: the same line on each (HOST0: the first one's address).
+  creps torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST0:29400 \\
+      --rdzv-id=run1 train.py --outdir=~/training-runs --cfg=creps --data=~/datasets/afhqv2-512x512.zip \\
+      --gpus=16 --batch=32 --gamma=8.2 --mirror=1
+
+environment:
+  CREPS_DIST_TIMEOUT=SECONDS  how long a process waits for the others before the run ends with one
+                              line (default 600)
 """
 
 
@@ -63,9 +75,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     misc.add_argument("--seed", type=int, default=0, metavar="INT", help="random seed (default: 0)")
     misc.add_argument("--fp32", type=parse_bool, default=False, metavar="BOOL", help="disable mixed-precision")
     misc.add_argument("--nobench", type=parse_bool, default=False, metavar="BOOL", help="disable cuDNN benchmarking")
-    misc.add_argument("--recompute", type=parse_bool, default=True, metavar="BOOL",
+    misc.add_argument("--recompute", type=parse_bool, default=None, metavar="BOOL",
                       help="CREPS: recompute per-pixel layers in backward instead of storing them "
-                           "(same gradients, about a third of the activation memory; default: 1)")
+                           "(same gradients, about a third of the activation memory; default: 1 with CUDA, 0 on CPUs)")
     misc.add_argument("--compile", type=parse_bool, default=None, metavar="BOOL",
                       help="run the main phases (G main, D main) through torch.compile; a failure to compile "
                            "falls back to plain PyTorch (default: 1 with CUDA, 0 on CPUs)")
@@ -110,68 +122,135 @@ def compile_summary(compile: Optional[bool]) -> str:
     return "G main and D main compiled (torch.compile)" if compile else "off"
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A checked run, ready to start: the options it was started with, its config, this
+    process's dataset, how it resumes, and the metrics' detector (loaded where the run was
+    decided; it stays in that process: the others load their own)."""
+
+    options: TrainOptions
+    cfg: TrainConfig
+    info: DatasetInfo
+    plan: ResumePlan
+    detector: Optional[Detectors] = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "detector": None}
+
+
+def parse_options(argv: Optional[Sequence[str]], prog: str, world: World) -> TrainOptions:
+    args = build_parser(prog).parse_args(argv)
+    args.outdir = os.path.expanduser(args.outdir)
+    args.data = os.path.expanduser(args.data)
+    options = options_from_args(args)
+    if world.enabled and options.gpus != world.size:
+        raise UserError(f"--gpus={options.gpus}, but torchrun started {world.size} processes; "
+                        f"pass --gpus={world.size}")
+    check_options(options)
+    return options
+
+
+def local_dataset_info(options: TrainOptions) -> DatasetInfo:
+    return dataset_info(options.data, options.cond)
+
+
+def prepare(options: TrainOptions, world: World = SINGLE) -> Optional[Prepared]:
+    """Where the run is decided (the only process, or rank 0): resolve the options and plan the
+    resume once, print the options, fetch the metrics' detector. None after a dry run."""
+    from creps.train.rundir import check_outdir, next_run_dir
+
+    check_outdir(options.outdir)
+    info = local_dataset_info(options)
+    cfg = resolve(options, info)
+    plan, resume_note = ResumePlan(), None
+    if options.resume is not None:
+        try:
+            plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
+            cfg = plan.config(cfg)
+        except UserError as err:
+            if not options.dry_run:
+                raise
+            resume_note = str(err)
+            cfg = transfer_config(cfg)  # the published meaning of --resume: start from those weights
+        if plan.snapshot is not None:
+            for note in check_transfer(cfg, plan.snapshot):
+                print(f"note: {note}")
+    run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
+    print("\nTraining options:")
+    print(cfg.to_json())
+    print()
+    for line in summary_lines(cfg, str(run_dir)):
+        print(line)
+    if plan.state is not None:
+        print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
+    print()
+    warnings = gpu_warnings(cfg.num_gpus, world)
+    if options.dry_run:
+        for w in warnings:
+            print(f"warning: {w}")
+        if resume_note:
+            print(f"note: {resume_note}; a real run stops here")
+        print("Dry run; exiting.")
+        return None
+    if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
+        raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
+    # The detector is fetched before the run directory exists: offline, this is the
+    # one-line error that says where to get it (or to pass --metrics=none).
+    detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics else None
+    return Prepared(options, cfg, info, plan, detector)
+
+
+# Options that may differ between the hosts of one run: paths and resources of each host.
+HOST_LOCAL_OPTIONS = ("outdir", "data", "resume", "workers")
+
+
+def follow_rank0(options: TrainOptions, decided: Prepared) -> Prepared:
+    """A torchrun rank other than 0: check that it was started with rank 0's command on the
+    same dataset, and take rank 0's config (with this host's --data) and training state."""
+    mine, theirs = dataclasses.asdict(options), dataclasses.asdict(decided.options)
+    differ = [f"--{k.replace('_', '-')}={_flag(mine[k])} (rank 0: {_flag(theirs[k])})"
+              for k in mine if k not in HOST_LOCAL_OPTIONS and mine[k] != theirs[k]]
+    if differ:
+        raise UserError(f"started with other options than rank 0: {'; '.join(differ[:4])}; run the same command "
+                        "on every host (only --outdir, --data, --resume and --workers may differ)")
+    info = local_dataset_info(options)
+    have, want = (info.size, info.resolution, info.channels, info.label_dim), \
+        (decided.info.size, decided.info.resolution, decided.info.channels, decided.info.label_dim)
+    if have != want:
+        raise UserError(f"--data={options.data} holds {_dataset_text(info)}, rank 0's dataset "
+                        f"{_dataset_text(decided.info)}; every host needs the same dataset")
+    cfg = dataclasses.replace(decided.cfg, data=dataclasses.replace(decided.cfg.data, path=options.data))
+    return dataclasses.replace(decided, options=options, cfg=cfg, info=info)
+
+
+def _flag(value) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return ",".join(value) or "none"
+    return "(default)" if value is None else str(value)
+
+
+def _dataset_text(info: DatasetInfo) -> str:
+    labels = f", {info.label_dim} classes" if info.label_dim else ""
+    return f"{info.size} images of {info.resolution}x{info.resolution}x{info.channels}{labels}"
+
+
+def work(world: World, job: Prepared) -> None:
+    """Every process: rank 0 opens the run directory (a new one, or the resumed run's), all train."""
+    run_dir, log = together(lambda: open_run_dir(job.cfg, job.plan) if world.is_main else (None, quiet_log()), world)
+    run_dir = Path(broadcast_object(str(run_dir) if world.is_main else None, world))
+    train_in_run_dir(job.cfg, job.plan, run_dir, log, job.detector, world)
+
+
 def train(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
-    """Under torchrun every process runs this; only rank 0 prints and writes."""
-    world = env_world() if launched_by_torchrun() else SINGLE
-
-    def body() -> int:
-        import os
-
-        from creps.train.rundir import check_outdir, next_run_dir
-
-        args = build_parser(prog).parse_args(argv)
-        args.outdir = os.path.expanduser(args.outdir)
-        args.data = os.path.expanduser(args.data)
-        options = options_from_args(args)
-        if world.enabled and options.gpus != world.size:
-            raise UserError(f"--gpus={options.gpus}, but torchrun started {world.size} processes; "
-                            f"pass --gpus={world.size}")
-        check_options(options)
-        check_outdir(options.outdir)
-        cfg = resolve(options, dataset_info(options.data, options.cond))
-        plan, resume_note = ResumePlan(), None
-        if options.resume is not None:
-            try:
-                plan = plan_resume(options.resume, options.outdir, cfg.run_desc)
-                cfg = plan.config(cfg)
-            except UserError as err:
-                if not options.dry_run:
-                    raise
-                resume_note = str(err)
-                cfg = transfer_config(cfg)  # the published meaning of --resume: start from those weights
-            if plan.snapshot is not None:
-                for note in check_transfer(cfg, plan.snapshot):
-                    print(f"note: {note}")
-        run_dir = plan.run_dir or next_run_dir(options.outdir, cfg.run_desc)
-        print("\nTraining options:")
-        print(cfg.to_json())
-        print()
-        for line in summary_lines(cfg, str(run_dir)):
-            print(line)
-        if plan.state is not None:
-            print(f"Resuming:            {plan.state.path} ({plan.state.progress['cur_nimg'] / 1e3:.1f} kimg)")
-        print()
-        warnings = gpu_warnings(cfg.num_gpus, world)
-        if options.dry_run:
-            for w in warnings:
-                print(f"warning: {w}")
-            if resume_note:
-                print(f"note: {resume_note}; a real run stops here")
-            print("Dry run; exiting.")
-            return 0
-        # The detector is fetched before the run directory exists: offline, this is the
-        # one-line error that says where to get it (or to pass --metrics=none).
-        if cfg.num_gpus > 1 and not world.enabled and 0 < torch_cuda_count() < cfg.num_gpus:
-            raise UserError(f"--gpus={cfg.num_gpus}, but only {torch_cuda_count()} CUDA device(s) are present")
-        detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics and world.is_main else None
-        if world.enabled:
-            return launch_torchrun(cfg, plan, detector, world)
-        if cfg.num_gpus > 1:
-            return launch_spawn(cfg, plan)
-        return launch(cfg, plan, detector)
-
-    with quiet_unless(world.is_main):
-        return run_cli(body)
+    """Every process runs this (under torchrun, --gpus=N spawns the others); only rank 0 prints
+    and writes."""
+    command = launch.Command(what="training", check=lambda world: parse_options(argv, prog, world),
+                             prepare=prepare, follow=follow_rank0, work=work,
+                             processes=lambda job: job.cfg.num_gpus)
+    with quiet_unless(launch.is_main()):
+        return run_cli(lambda: launch.run(command))
 
 
 @contextlib.contextmanager
@@ -229,63 +308,17 @@ def train_in_run_dir(cfg, plan: ResumePlan, run_dir, log, detector=None, world: 
     except KeyboardInterrupt:
         log(f"Stopped. Continue this run with --resume={run_dir}")
         raise
+    except PeerLost as err:
+        hosts = "the same command on every host with " if len(set(world.hosts)) > 1 else ""
+        failure = RunFailure(f"{err}; the run directory is intact: continue with {hosts}--resume={run_dir}")
+        log.to_file(f"error: {failure}")
+        raise failure from None
     finally:
         log.close()
     return 0
 
 
-def launch(cfg, plan: ResumePlan, detector=None) -> int:
-    run_dir, log = open_run_dir(cfg, plan)
-    return train_in_run_dir(cfg, plan, run_dir, log, detector)
-
-
-def launch_torchrun(cfg, plan: ResumePlan, detector, world: World) -> int:
-    """Every torchrun process: join the group, rank 0 makes the run directory, all train."""
-    from pathlib import Path
-
-    init(world)
-    try:
-        run_dir, log = open_run_dir(cfg, plan) if world.is_main else (None, quiet_log())
-        run_dir = Path(broadcast_object(str(run_dir) if world.is_main else None, world))
-        return train_in_run_dir(cfg, plan, run_dir, log, detector, world)
-    finally:
-        shutdown()
-
-
-def launch_spawn(cfg, plan: ResumePlan) -> int:
-    """--gpus=N without torchrun: N local processes (NCCL on GPUs, gloo on CPUs)."""
-    import tempfile
-
-    run_dir, log = open_run_dir(cfg, plan)
-    log.close()
-    state = str(plan.state.path) if plan.state is not None else None
-    with tempfile.TemporaryDirectory() as tmp:
-        spawn(_spawned_rank, cfg.num_gpus, tmp, args=(cfg.to_json(), str(run_dir), state, plan.snapshot is not None),
-              what="training")
-    return 0
-
-
-def _spawned_rank(world: World, cfg_json: str, run_dir: str, state_path: Optional[str], transfer: bool) -> None:
-    import json
-    from pathlib import Path
-
-    from creps.checkpoint import load_snapshot
-    from creps.config import TrainConfig
-    from creps.train.rundir import RunLog
-    from creps.train.state import load_training_state
-
-    cfg = TrainConfig.from_dict(json.loads(cfg_json))
-    plan = ResumePlan(run_dir=Path(run_dir) if state_path else None,
-                      state=load_training_state(state_path) if state_path else None,
-                      snapshot=load_snapshot(cfg.resume) if transfer else None)
-    log = RunLog(Path(run_dir) / "log.txt") if world.is_main else quiet_log()
-    detector = Detectors("cpu").require(metric_families(cfg.metrics)) if cfg.metrics and world.is_main else None
-    train_in_run_dir(cfg, plan, Path(run_dir), log, detector, world)
-
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
-    """The command line (train.py, creps ...): train(), and a torchrun worker ends its process here."""
-    code = train(argv, prog=prog)
-    if launched_by_torchrun() and env_world().size > 1:
-        leave_process(code)  # see creps.parallel.leave_process
-    return code
+    """The command line (train.py, creps ...)."""
+    return launch.exit_code(lambda: train(argv, prog=prog))

@@ -94,12 +94,13 @@ class _LReLUBackward(torch.autograd.Function):
 class _BiasLReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, gain, clamp):
-        z = x if b is None else x + b.to(x.dtype).reshape(_bias_shape(x, dim))
-        y = F.leaky_relu(z, LRELU_SLOPE)
+        # One new tensor, updated in place (x itself is never written).
+        y = F.leaky_relu(x, LRELU_SLOPE) if b is None else \
+            F.leaky_relu(x + b.to(x.dtype).reshape(_bias_shape(x, dim)), LRELU_SLOPE, inplace=True)
         if gain != 1:
-            y = y * gain
+            y.mul_(gain)
         if clamp is not None:
-            y = y.clamp(-clamp, clamp)
+            y.clamp_(-clamp, clamp)
         ctx.save_for_backward(y)
         ctx.dim, ctx.gain, ctx.clamp, ctx.has_bias = dim, gain, clamp, b is not None
         ctx.b_dtype = None if b is None else b.dtype

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from creps.config import AugmentConfig
 from creps.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
+from creps.parallel import SINGLE, World, all_sum
 
 # Low-pass decomposition filter of the Daubechies symlet with 6 vanishing moments ("sym6"),
 # the published anti-aliasing filter for the geometric pass. Orthogonal: upsampling and then
@@ -456,22 +457,22 @@ class AdaStats:
     """
 
     def __init__(self, target: float, batch_size: int, interval: int = 4, ada_kimg: float = 500,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, world: World = SINGLE):
         if interval < 1 or ada_kimg <= 0 or batch_size < 1:
             raise ValueError("AdaStats needs interval >= 1, ada_kimg > 0 and batch_size >= 1")
         self.target, self.batch_size = float(target), int(batch_size)
         self.interval, self.ada_kimg = int(interval), float(ada_kimg)
-        self._device = device
+        self._device, self._world = device, world
         self._sign_sum: Optional[Tensor] = None  # on the logits' device, so accumulating never syncs
         self._count = 0
 
     @classmethod
-    def from_config(cls, cfg: AugmentConfig, batch_size: int, device: Optional[torch.device] = None
-                    ) -> Optional["AdaStats"]:
+    def from_config(cls, cfg: AugmentConfig, batch_size: int, device: Optional[torch.device] = None,
+                    world: World = SINGLE) -> Optional["AdaStats"]:
         """An AdaStats for --aug=ada, None otherwise (p then never moves)."""
         if cfg.mode != "ada":
             return None
-        return cls(cfg.target, batch_size, cfg.ada_interval, cfg.ada_kimg, device)
+        return cls(cfg.target, batch_size, cfg.ada_interval, cfg.ada_kimg, device, world)
 
     def accumulate(self, real_logits: Tensor) -> None:
         """Add sign(D(real)) of every logit; the sum stays on the device (no synchronisation)."""
@@ -491,8 +492,7 @@ class AdaStats:
             self._sign_sum if self._sign_sum is not None else torch.zeros([], dtype=torch.float64, device=device),
             torch.tensor(float(self._count), dtype=torch.float64, device=device),
         ])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)  # every rank must call update at the same minibatch
+        totals = all_sum(totals, self._world)  # every rank must call update at the same minibatch
         total, count = totals.tolist()
         return total / count if count > 0 else None
 

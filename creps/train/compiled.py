@@ -8,10 +8,13 @@ fails to compile runs plain for the rest of the run after one log line.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
-def compile_by_default(device: torch.device) -> bool:
-    """--compile unset: on with CUDA; off on CPUs, where compiling takes minutes (Inductor's
-    C++ backend) and a gain at the sizes a CPU trains has not been shown."""
-    return device.type == "cuda"
+def on_device(setting: Optional[bool], device: torch.device) -> bool:
+    """--compile / --recompute, or unset: on with CUDA, off on CPUs. On CPUs compiling takes
+    minutes (Inductor's C++ backend) for no gain shown at the sizes a CPU trains, and
+    recomputing per-pixel layers costs time to save memory a CPU has plenty of."""
+    return device.type == "cuda" if setting is None else setting

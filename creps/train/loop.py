@@ -22,7 +22,7 @@ from creps.data.dataset import ImageDataset, open_dataset
 from creps.generate import grid_shape, image_grid, write_png
 from creps.metrics import Detectors, evaluate_snapshot, metric_families
 from creps.timefmt import format_time
-from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, device_for, gather_objects
+from creps.parallel import SINGLE, World, all_sum, barrier, broadcast_module, device_for, gather_objects, roster
 from creps.parallel import backend_for_devices as dist_backend
 from creps.train.feed import LabelSampler, minibatches
 from creps.train.rundir import RunLog
@@ -271,7 +271,8 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
     session_start = time.time()
     device = pick_device(log) if not world.enabled else device_for(world)
     if world.enabled:
-        log(f"Data-parallel: {world.size} processes ({dist_backend()}), device {device}")
+        log(f"Data-parallel: {world.size} processes ({dist_backend()}), device {device}"
+            + (f"; {roster(world)}" if len(set(world.hosts)) > 1 else ""))
     seed_everything(cfg.seed * world.size + world.rank)
     configure_backends(cfg)
 

@@ -51,6 +51,12 @@ class RunLog:
             self.file.write(line + "\n")
             self.file.flush()
 
+    def to_file(self, line: str) -> None:
+        """A line for log.txt only (e.g. the error that the CLI prints on its own)."""
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()

@@ -17,7 +17,7 @@ from creps.nets.registry import build, set_training_switches
 from creps.train.augment import AdaStats, build_augment_pipe
 from creps.parallel import SINGLE, World, average_gradients
 from creps.ops.compiled import CompiledCall
-from creps.train.compiled import compile_by_default
+from creps.train.compiled import on_device
 from creps.train.draws import Draws
 from creps.train.ema import ema_beta, update_ema
 from creps.train.loss import GANLoss, LossModules, Phase
@@ -34,7 +34,7 @@ class Networks:
 def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
     G = build(cfg.G).to(device).train().requires_grad_(False)
     D = build(cfg.D).to(device).train().requires_grad_(False)
-    set_training_switches(G, recompute=cfg.recompute, fused_ops=use_compile(cfg, device))
+    set_training_switches(G, recompute=on_device(cfg.recompute, device), fused_ops=on_device(cfg.compile, device))
     G_ema = copy.deepcopy(G).eval()
     return Networks(G=G, D=D, G_ema=G_ema)
 
@@ -90,11 +90,6 @@ def compiled_modules(nets: Networks, log: Callable[[str], None]) -> LossModules:
                        D=CompiledCall(nets.D, "D", log))
 
 
-def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
-    """--compile=1/0, or unset: the device's default."""
-    return compile_by_default(device) if cfg.compile is None else cfg.compile
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, nets: Networks, device: torch.device,
                  sample_labels: Callable[[int], torch.Tensor], stats: Optional[StatsCollector] = None,
@@ -105,8 +100,8 @@ class Trainer:
         self.draws = Draws(cfg.G.z_dim, sample_labels, device)
         self.phases = build_phases(cfg, nets)
         self.augment_pipe = build_augment_pipe(cfg.augment, device)
-        self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device)
-        self.compiled = use_compile(cfg, device)
+        self.ada = AdaStats.from_config(cfg.augment, cfg.batch_size, device, world)
+        self.compiled = on_device(cfg.compile, device)
         self.loss = GANLoss(nets.G, nets.D, cfg.loss, self.stats, self.draws, augment=self.augment_pipe,
                             autocast=autocast_factory(device, cfg.fp32),
                             on_real_logits=self.ada.accumulate if self.ada is not None else None,
