@@ -42,7 +42,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
 
 def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") -> int:
     def body() -> int:
-        from creps.generate import render, to_uint8, write_png, z_from_seed
+        from creps.generate import render, set_user_transform, supports_user_transform, to_uint8, write_png, z_from_seed
 
         args = build_parser(prog).parse_args(argv)
         seeds = args.seeds
@@ -53,11 +53,9 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         snap = load_renderer(args.network, args.device, args.scale, args.size)
         G = snap.G_ema
         if args.translate is not None or args.rotate is not None:
-            if snap.config.cfg not in ("stylegan3-t", "stylegan3-r"):
+            if not supports_user_transform(G):
                 raise UserError(f"--translate/--rotate: only StyleGAN3 networks take a user transform, "
                                 f"this is {snap.config.cfg}")
-            from creps.nets.stylegan3 import set_user_transform
-
             set_user_transform(G, args.translate or (0.0, 0.0), args.rotate or 0.0)
         c = class_label(args.class_idx, G.c_dim)
         outdir.mkdir(parents=True, exist_ok=True)

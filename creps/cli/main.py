@@ -48,6 +48,12 @@ def _demo(argv):
     return demo(argv)
 
 
+def _studio(argv):
+    from creps.cli.studio import studio
+
+    return studio(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_train, "train a GAN (same flags as train.py)"),
     "generate": (_generate, "render images from a snapshot (same flags as gen_images.py)"),
@@ -56,6 +62,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "video": (_video, "latent-interpolation video from a snapshot (same flags as gen_video.py)"),
     "convert": (_convert, "write a published network pickle (.pkl) as a creps snapshot"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
+    "studio": (_studio, "explore networks and watch training runs in the browser"),
 }
 
 
