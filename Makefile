@@ -6,9 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
-setup: $(VENV)/.creps-installed
+setup: $(VENV)/.creps-installed browser
 
 # The venv sees the system site-packages so that a torch the user already has (e.g. a
 # CUDA build) is used as is; torch==$(TORCH_VERSION) is installed only when none imports.
@@ -17,6 +17,21 @@ $(VENV)/.creps-installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
+
+# The studio's browser tests drive the system's Chromium (Debian's `chromium`; playwright's own
+# browser downloads are never used). Installed with apt-get when missing and we are root;
+# otherwise those tests are skipped, with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		echo "warning: could not install chromium; the browser tests will be skipped"; \
+	else \
+		echo "note: no chromium (as root: apt-get install chromium); the browser tests will be skipped"; \
+	fi
 
 demo: setup
 	$(PY) -m creps demo --outdir=demo-runs

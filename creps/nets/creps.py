@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.utils.checkpoint
@@ -185,18 +185,27 @@ class BilineInput(torch.nn.Module):
         x = feats.unsqueeze(0) * mod[:, :, slot].unsqueeze(1)  # [N, P, C, rank]
         return x.permute(0, 1, 3, 2).reshape(mod.shape[0], -1, self.channels)  # [N, P*rank, C]
 
+    def _modulation(self, w: torch.Tensor) -> torch.Tensor:
+        mod = self.weight[0, :, 0, :] * self.affine(w.float()).reshape(-1, self.channels, 2 * self.rank)
+        return mod / math.sqrt(self.channels)  # [N, C, 2*rank]
+
     def forward(self, w: torch.Tensor, rows: int, cols: int, region: Optional[Region] = None) -> torch.Tensor:
         """Returns the bi-line [N, (rows + cols) * rank, C]: row line first, then column line;
         with a `region`, only its rows and columns of the rows x cols grid."""
         with autocast_off(w.device.type):
-            w = w.float()
-            mod = self.weight[0, :, 0, :] * self.affine(w).reshape(-1, self.channels, 2 * self.rank)
-            mod = mod / math.sqrt(self.channels)  # [N, C, 2*rank]
+            mod = self._modulation(w)
             rc, cc = self.axis_coords(rows, cols)
             if region is not None:
                 rc = rc[region.top: region.top + region.height]
                 cc = cc[region.left: region.left + region.width]
             return torch.cat([self._line(rc, 0, mod), self._line(cc, 1, mod)], dim=1)
+
+    def axis_line(self, w: torch.Tensor, rows: int, cols: int, axis: int, start: int, count: int) -> torch.Tensor:
+        """One half of the bi-line: rows start .. start + count (axis 0) or those columns (axis 1)
+        of the rows x cols grid, [N, count * rank, C]."""
+        with autocast_off(w.device.type):
+            coords = self.axis_coords(rows, cols)[axis][start: start + count]
+            return self._line(coords, axis, self._modulation(w))
 
 
 class LineBlock(torch.nn.Module):
@@ -267,15 +276,6 @@ def split_region(height: int, width: int, tile: int) -> list[Region]:
         raise ValueError(f"tile size must be positive, got {tile}")
     return [Region(top, left, min(tile, height - top), min(tile, width - left))
             for top in range(0, height, tile) for left in range(0, width, tile)]
-
-
-def crop_line(line: torch.Tensor, rows: int, cols: int, part: Region, rank: int) -> torch.Tensor:
-    """The bi-line of a rows x cols window cut down to the rows and columns of `part` (in the
-    window's own pixel coordinates)."""
-    n, _, ch = line.shape
-    r = line[:, : rows * rank].reshape(n, rows, rank, ch)[:, part.top: part.top + part.height]
-    c = line[:, rows * rank:].reshape(n, cols, rank, ch)[:, part.left: part.left + part.width]
-    return torch.cat([r.reshape(n, -1, ch), c.reshape(n, -1, ch)], dim=1)
 
 
 def resolve_size(img_resolution: int, scale: Optional[float] = None, size: Optional[Size] = None) -> tuple[int, int]:
@@ -352,19 +352,24 @@ class SynthesisNetwork(torch.nn.Module):
     def tiles(self, ws: torch.Tensor, size: Optional[Size] = None, scale: Optional[float] = None,
               region: Optional[Sequence[int]] = None, tile: int = 256) -> Iterator[tuple[Region, torch.Tensor]]:
         """The render of `region` (default: the whole output) in tiles of at most tile x tile
-        pixels, row by row: (the tile's window of the output, images [N, C, h, w]). The bi-lines
-        are computed once for the region and each tile runs the per-pixel layers of its own
-        pixels only, so a big render never holds more than one tile's activations; the tiles
-        put together equal `forward` of the region."""
+        pixels, row by row: (the tile's window of the output, images [N, C, h, w]), each computed
+        when asked for. Every band of rows and of columns goes through the line blocks once, and
+        each tile through the per-pixel layers of its own pixels only, so a big render never
+        holds more than one tile's activations and no one step of it is long; the tiles put
+        together equal `forward` of the region."""
         self._check_inputs(ws, "const")
         rows, cols = self.output_size(size, scale)
         window = check_region(rows, cols, region)
         ws = ws.float()
-        lines = self._lines(ws, rows, cols, window)
+        band_top, row_band, col_bands = None, None, {}
         for part in split_region(window.height, window.width, tile):
-            sub = [crop_line(line, window.height, window.width, part, self.rank) for line in lines]
-            placed = Region(window.top + part.top, window.left + part.left, part.height, part.width)
-            yield placed, self._pixels(ws, sub, part.height, part.width)
+            top, left = window.top + part.top, window.left + part.left
+            if top != band_top:
+                band_top, row_band = top, self._axis_lines(ws, rows, cols, 0, top, part.height)
+            if left not in col_bands:
+                col_bands[left] = self._axis_lines(ws, rows, cols, 1, left, part.width)
+            lines = [torch.cat([r, c], dim=1) for r, c in zip(row_band, col_bands[left])]
+            yield Region(top, left, part.height, part.width), self._pixels(ws, lines, part.height, part.width)
 
     def _check_inputs(self, ws: torch.Tensor, noise_mode: str) -> None:
         if noise_mode not in ("random", "const", "none"):
@@ -375,6 +380,17 @@ class SynthesisNetwork(torch.nn.Module):
     def _lines(self, ws: torch.Tensor, rows: int, cols: int, window: Region) -> list[torch.Tensor]:
         """The line blocks on the rows and columns of `window`: the accumulated bi-line
         [N, (height + width) * rank, C] after each block that emits one."""
+        return self._line_blocks(ws, lambda inp, w: inp(w, rows, cols, window))
+
+    def _axis_lines(self, ws: torch.Tensor, rows: int, cols: int, axis: int, start: int,
+                    count: int) -> list[torch.Tensor]:
+        """`_lines` of one half of the bi-line, rows (axis 0) or columns start .. start + count:
+        the line blocks act on each position alone, so a window's lines are its two halves."""
+        return self._line_blocks(ws, lambda inp, w: inp.axis_line(w, rows, cols, axis, start, count))
+
+    def _line_blocks(self, ws: torch.Tensor, first: Callable) -> list[torch.Tensor]:
+        """The line blocks from the input line `first(input_layer, w)`; the accumulated line after
+        each block that emits one."""
         w_rows = ws.unbind(dim=1)
         x = line = None
         lines = []
@@ -382,7 +398,7 @@ class SynthesisNetwork(torch.nn.Module):
             block = getattr(self, f"b{r}")
             block_ws = [w_rows[i] for i in idx]
             if block.is_first:
-                x = block.input(block_ws[0], rows, cols, window)  # float32
+                x = first(block.input, block_ws[0])  # float32
                 if torch.is_autocast_enabled(x.device.type):  # what the first product casts it to anyway
                     x = x.to(torch.get_autocast_dtype(x.device.type))
             x, out = block(x, block_ws)
