@@ -371,6 +371,8 @@ def test_interpolation_and_style_mixing(client, served):
     ({"psi": "abc"}, "psi: expected a number"),
     ({"cols": 8, "rows": 8, "width": 8192, "height": 8192}, "megapixels"),
     ({"layers": "x-y", "mode": "mix"}, "layers: expected layer numbers"),
+    ({"kind": "huge"}, "kind: choose full or preview"),
+    ({"seed": 2**32 - 1, "cols": 2}, "runs past the last seed"),
 ])
 def test_bad_views_are_json_errors(client, served, params, words):
     params = {"src": 0, "path": snapshot_rel(served), **params}

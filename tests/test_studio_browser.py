@@ -206,10 +206,20 @@ def test_creps_zoom_renders_the_window_at_the_new_scale(page, studio_run):
     fit = wait_full(page, int(first["seq"]))
     assert fit["mode"] == "zoom"
     scale = float(fit["scale"])
+    page.evaluate("""() => {  // every image the page shows, in order
+        window.__shown = [];
+        new MutationObserver(() => { const d = document.querySelector('#view-img').dataset;
+                                     window.__shown.push([d.kind, Number(d.seq), d.scale]); })
+            .observe(document.querySelector('#view-img'), { attributes: true, attributeFilter: ['data-seq'] });
+    }""")
     page.click("#zoom-in")
     page.click("#zoom-in")
     zoomed = wait_full(page, int(fit["seq"]))
     assert float(zoomed["scale"]) == pytest.approx(scale * 1.25 ** 2)
+    shown = page.evaluate("window.__shown")
+    last = [entry for entry in shown if entry[1] == int(zoomed["seq"])]
+    assert [kind for kind, _, _ in last] == ["preview", "full"], shown  # a preview first, then the full view
+    assert float(last[0][2]) < float(last[1][2])  # the preview: the same window at a lower scale
     top, left, height, width = (int(v) for v in zoomed["region"].split(","))
     stage = page.locator("#stage").evaluate("s => [s.clientWidth, s.clientHeight]")
     size = int(RES * float(zoomed["scale"]))

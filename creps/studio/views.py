@@ -27,7 +27,6 @@ from creps.studio.paths import StudioError
 MODES = ("seeds", "zoom", "interp", "mix")
 NOISE_MODES = ("const", "random", "none")
 PREVIEW_SIDE = 64  # pixels a side of a preview image (per image; a zoom view's whole window)
-MAX_IMAGES = 64  # images in one view
 MAX_SIDE = 8192  # pixels a side of one image or of a zoom window
 MAX_PIXELS = 64 * 2**20  # pixels of a whole view
 MAX_SCALE = 64.0  # zoom: output scale
@@ -114,6 +113,8 @@ def parse_view(params: Mapping[str, str]) -> View:
     mode = params.get("mode", "seeds")
     if mode not in MODES:
         raise StudioError(f"mode: choose one of {', '.join(MODES)}, got {mode!r}")
+    if params.get("kind", "full") not in ("full", "preview"):
+        raise StudioError(f"kind: choose full or preview, got {params.get('kind')!r}")
     noise = params.get("noise", "const")
     if noise not in NOISE_MODES:
         raise StudioError(f"noise: choose one of {', '.join(NOISE_MODES)}, got {noise!r}")
@@ -166,6 +167,8 @@ def check_view(G: torch.nn.Module, view: View) -> None:
     if view.translate != (0.0, 0.0) or view.rotate != 0.0:
         if not generate.supports_user_transform(G):
             raise StudioError("translate and rotate need a StyleGAN3 network")
+    if view.mode == "seeds" and view.seed + view.grid[0] * view.grid[1] - 1 > MAX_SEED:
+        raise StudioError(f"seeds: the grid runs past the last seed ({MAX_SEED})")
     if view.cutoff is not None and not 1 <= view.cutoff <= G.num_ws:
         raise StudioError(f"cutoff: {view.cutoff} is out of range for a network with {G.num_ws} layers of w "
                           f"(1 to {G.num_ws}, or none)")

@@ -9,6 +9,7 @@ const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selec
 const POLL_MS = Number(new URLSearchParams(location.search).get("poll")) || 2000;
 const LIBRARY_MS = 10000;
 const CLIENT = Math.random().toString(36).slice(2, 10); // this page's views on the server
+const PREVIEW_SIDE = 64; // pixels a side of a preview (the server's views.PREVIEW_SIDE)
 const form = $("#controls");
 
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +338,8 @@ $("#add-chart").addEventListener("change", (e) => {
 // Explore a network
 
 const ex = { net: null, info: null, netSeq: 0, seq: 0, shown: { seq: -1, kind: "" }, url: null, blob: null,
-             zoom: { scale: 1, cx: 0.5, cy: 0.5 }, lens: { k: 1, tx: 0, ty: 0 }, fullTimer: null, frame: 0 };
+             zoom: { scale: 1, cx: 0.5, cy: 0.5 }, lens: { k: 1, tx: 0, ty: 0 }, fullTimer: null, frame: 0,
+             busy: false, dirty: false };
 const img = $("#view-img");
 const stage = $("#stage");
 
@@ -356,6 +358,9 @@ async function openNetwork(src, path, label) {
   $("#render-status").textContent = "loading the network…";
   form.hidden = true;
   stage.hidden = true;
+  img.removeAttribute("src");  // the last network's image does not stay
+  ex.shown = { seq: ex.seq, kind: "full" };  // what is still on its way for the last one is not shown
+  $("#save-png").disabled = true;
   let info;
   try {
     info = await api("/api/network", { src, path, view: `${CLIENT}:net`, seq });
@@ -450,22 +455,43 @@ function viewParams() {
 // then the full render unless `full` is false (while a slider moves); the server drops what a
 // newer request makes stale.
 function render(full) {
-  if (!ex.info) return;
+  if (!ex.info) return Promise.resolve();
   if (full) {  // this one is complete: what was scheduled is older
     cancelAnimationFrame(ex.frame);
     ex.frame = 0;
+    ex.dirty = false;
     clearTimeout(ex.fullTimer);
   }
   const seq = ++ex.seq;
   const params = viewParams();
-  if (ex.info.any_scale) fetchView({ ...params, seq, kind: "preview" });
-  if (full || !ex.info.any_scale) fetchView({ ...params, seq, kind: "full" });
+  const preview = ex.info.any_scale && largestSide(params) > PREVIEW_SIDE;
+  const ask = (kind) => fetchView({ ...params, seq, kind }).catch(() => {});
+  if (!preview) return ask("full");
+  // the full render is asked for once the preview is there (so it never overtakes it), unless
+  // the view has changed meanwhile
+  return ask("preview").then(() => (full && seq === ex.seq ? ask("full") : undefined));
 }
 
-// While something moves: at most one request per animation frame.
+// Pixels a side of the view's largest image (a zoom: its window): a preview of a view this small
+// would be the view itself.
+function largestSide(params) {
+  if (params.mode === "zoom") return Math.max(...params.region.split(",").slice(2).map(Number));
+  return params.width ? Math.max(Number(params.width), Number(params.height)) : ex.info.resolution;
+}
+
+// While something moves: one request at a time (the latest state is sent when it returns), at
+// most one per animation frame.
 function renderSoon() {
+  if (ex.busy) { ex.dirty = true; return; }
   if (ex.frame) return;
-  ex.frame = requestAnimationFrame(() => { ex.frame = 0; render(false); });
+  ex.frame = requestAnimationFrame(() => {
+    ex.frame = 0;
+    ex.busy = true;
+    render(false).finally(() => {
+      ex.busy = false;
+      if (ex.dirty) { ex.dirty = false; renderSoon(); }
+    });
+  });
 }
 
 function renderFullLater(ms = 250) {
@@ -476,7 +502,9 @@ function renderFullLater(ms = 250) {
 async function fetchView(params) {
   const { seq, kind } = params;
   const status = $("#render-status");
-  if (kind === "full" || !ex.info.any_scale) status.textContent = `rendering${ex.shown.kind ? "…" : " the first view…"}`;
+  if (kind === "full") {
+    status.textContent = img.getAttribute("src") ? `${status.textContent.replace(/ · rendering.*$/, "")} · rendering…` : "rendering…";
+  }
   let response;
   try {
     response = await fetch(`/api/render?${new URLSearchParams(params)}`);
