@@ -172,3 +172,21 @@ def test_user_transform_translates_and_is_put_back():
     assert torch.equal(generate.render(G, z, None), before) and not torch.equal(turned, before)
     with pytest.raises(ValueError, match="only StyleGAN3"):
         generate.set_user_transform(tiny_creps(), (0.1, 0))
+
+
+def test_gen_images_refuses_another_scale_for_stylegan2_in_one_line(tmp_path, capsys):
+    """StyleGAN2 synthesis also has block_ws_rows; it was once taken for an any-scale network."""
+    from creps.checkpoint import save_snapshot
+    from creps.cli.generate import generate as gen_images
+    from creps.config import DatasetInfo, TrainOptions, resolve
+
+    options = TrainOptions(outdir="-", cfg="stylegan2", data="-", gpus=1, batch=4, gamma=1, cbase=256, cmax=16,
+                           map_depth=1, mbstd_group=2, metrics=())
+    cfg = resolve(options, DatasetInfo("-", "x", 16, 3, 10, False, 0))
+    from creps.nets.registry import build_generator
+
+    save_snapshot(tmp_path / "sg2.safetensors", cfg, {"G_ema": build_generator(cfg.G)})
+    code = gen_images([f"--network={tmp_path / 'sg2.safetensors'}", "--seeds=0", "--scale=2",
+                       f"--outdir={tmp_path / 'out'}", "--device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "stylegan2 networks render at their native resolution only" in err
