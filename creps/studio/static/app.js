@@ -166,7 +166,8 @@ const CHART_GROUPS = [
   { title: "Memory (GB)", stats: ["Resources/peak_gpu_mem_gb", "Resources/peak_gpu_mem_reserved_gb", "Resources/peak_cpu_mem_gb"] },
 ];
 
-const watch = { run: null, next: 0, ticks: [], timer: null, token: 0, charts: new Map(), added: [], gridCount: 0, gridFollow: true, last: null };
+const watch = { run: null, next: 0, ticks: [], present: new Set(), metrics: "", timer: null, token: 0,
+                charts: new Map(), added: [], gridCount: 0, gridFollow: true };
 
 function shortName(stat) {
   const parts = stat.split("/");
@@ -177,7 +178,11 @@ function openRun(run) {
   watch.run = { src: run.src, path: run.path, name: run.name };
   watch.next = 0;
   watch.ticks = [];
+  watch.present = new Set();
+  watch.metrics = "";
   watch.token += 1;
+  const select = $("#add-chart");
+  while (select.options.length > 1) select.remove(1);
   watch.gridCount = 0;
   watch.gridFollow = true;
   for (const chart of watch.charts.values()) chart.root.remove();
@@ -201,6 +206,7 @@ async function pollRun() {
     if (token !== watch.token) return;
     if (data.stats.restarted) watch.ticks = [];
     watch.ticks.push(...data.stats.ticks);
+    for (const tick of data.stats.ticks) for (const name of Object.keys(tick.values)) watch.present.add(name);
     watch.next = data.stats.next;
     showError($("#run-error"), "");
     drawRun(data);
@@ -240,22 +246,23 @@ function statSeries(stats) {
 }
 
 function drawRun(data) {
-  const present = new Set(watch.ticks.flatMap((tick) => Object.keys(tick.values)));
-  for (const group of CHART_GROUPS) {
-    const series = statSeries(group.stats);
-    if (series.length) chartFor(`group:${group.title}`, group.title).setData(series);
-  }
-  for (const [key, points] of Object.entries(data.metrics)) {
-    const series = [{ name: key, label: key, points: points.filter((p) => p.kimg !== null).map((p) => [p.kimg, p.value]) }];
-    chartFor(`metric:${key}`, `Metric ${key}`).setData(series);
-  }
-  for (const name of watch.added) {
-    chartFor(`stat:${name}`, name, true).setData(statSeries([name]));
-  }
-  const select = $("#add-chart");
-  const known = new Set(Array.from(select.options).map((o) => o.value));
-  for (const name of Array.from(present).sort()) {
-    if (!known.has(name)) select.appendChild(new Option(name, name));
+  const metrics = JSON.stringify(data.metrics);
+  if (data.stats.ticks.length || data.stats.restarted || metrics !== watch.metrics || !watch.charts.size) {
+    watch.metrics = metrics;  // the charts change only when there is something new
+    for (const group of CHART_GROUPS) {
+      const series = statSeries(group.stats);
+      if (series.length) chartFor(`group:${group.title}`, group.title).setData(series);
+    }
+    for (const [key, points] of Object.entries(data.metrics)) {
+      const series = [{ name: key, label: key, points: points.filter((p) => p.kimg !== null).map((p) => [p.kimg, p.value]) }];
+      chartFor(`metric:${key}`, `Metric ${key}`).setData(series);
+    }
+    for (const name of watch.added) chartFor(`stat:${name}`, name, true).setData(statSeries([name]));
+    const select = $("#add-chart");
+    const known = new Set(Array.from(select.options).map((o) => o.value));
+    for (const name of Array.from(watch.present).sort()) {
+      if (!known.has(name)) select.appendChild(new Option(name, name));
+    }
   }
 
   const p = data.progress;
