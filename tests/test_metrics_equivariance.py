@@ -264,11 +264,14 @@ class ScaleSynthesis(torch.nn.Module):
     """A CREPS-like synthesis: renders cos(2 pi f u) + cos(2 pi f v) on the CREPS coordinate
     lines at any scale; f in cycles per native pixel."""
 
-    block_ws_rows = [[0]]
-
     def __init__(self, res: int, freq: float):
         super().__init__()
         self.res, self.freq = res, freq
+
+    def tiles(self, ws, scale=None, **unused):
+        """The whole output as one tile (a CREPS synthesis renders in tiles; supports_any_scale asks)."""
+        image = self.forward(ws, scale=scale)
+        yield (0, 0, image.shape[2], image.shape[3]), image
 
     def forward(self, ws, noise_mode="random", force_fp32=False, scale=None):
         n = int(self.res * (scale or 1))
