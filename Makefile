@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(VENV)/.creps-installed
 
@@ -18,10 +18,25 @@ $(VENV)/.creps-installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The studio's browser tests drive the system's Chromium (Debian's `chromium`; playwright's own
+# browser downloads are never used). Installed with apt-get when missing and we are root;
+# otherwise those tests are skipped, with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		echo "warning: could not install chromium; the browser tests will be skipped"; \
+	else \
+		echo "note: no chromium (as root: apt-get install chromium); the browser tests will be skipped"; \
+	fi
+
 demo: setup
 	$(PY) -m creps demo --outdir=demo-runs
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup

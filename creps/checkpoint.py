@@ -49,8 +49,10 @@ class Snapshot:
 
     @property
     def preset(self) -> str:
-        """The train.py --cfg that builds networks like G_ema."""
-        return family_of(self.G_ema).preset_of(self.G_ema.config).name
+        """The train.py --cfg that builds networks like G_ema (else the name of its family)."""
+        family = family_of(self.G_ema)
+        preset = family.preset_of(self.G_ema.config)
+        return family.name if preset is None else preset.name
 
 
 def save_snapshot(path: str | Path, nets: dict[str, torch.nn.Module], training: Optional[TrainConfig] = None,

@@ -8,16 +8,17 @@ take a user transform (StyleGAN3) render translated and rotated.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from creps.atomic import atomic_write_bytes
-from creps.data.tool import png_bytes
+from creps.data.tool import png_bytes as encode_png
 from creps.nets.registry import Capability, family_of
 from creps.nets.stylegan3 import make_transform
 
@@ -63,22 +64,45 @@ def describe(G: torch.nn.Module) -> str:
 
 
 def supports_any_scale(G: torch.nn.Module) -> bool:
+    """Whether G renders at any scale or output size, and any window of it (CREPS)."""
     return family_of(G).can(Capability.ANY_SCALE)
 
 
-def scale_kwargs(G: torch.nn.Module, scale: Optional[float] = None,
-                 size: Optional[Union[int, Sequence[int]]] = None) -> dict:
-    """The synthesis arguments of a render at `scale` x native or at an explicit `size`; a
-    ValueError naming the network when it renders at its native size only."""
-    if scale in (None, 1, 1.0) and size is None:
+def supports_user_transform(G: torch.nn.Module) -> bool:
+    """Whether G takes a user translate / rotate of its output (StyleGAN3)."""
+    return family_of(G).can(Capability.USER_TRANSFORM)
+
+
+def has_noise_inputs(G: torch.nn.Module) -> bool:
+    """Whether G's images depend on the noise mode (per-layer noise inputs: StyleGAN2)."""
+    return family_of(G).can(Capability.NOISE_INPUTS)
+
+
+def scale_kwargs(G: torch.nn.Module, scale: Optional[float] = None, size: Optional[Union[int, Sequence[int]]] = None,
+                 region: Optional[Sequence[int]] = None) -> dict:
+    """The synthesis arguments of a render at `scale` x native or at an explicit `size`, of the
+    window `region` (top, left, height, width) of it; a ValueError naming the network when it
+    renders at its native size only."""
+    if scale in (None, 1, 1.0) and size is None and region is None:
         return {}
     if not supports_any_scale(G):
         raise ValueError(f"--scale/--size: this is {describe(G)}, which renders at its native "
                          f"{G.img_resolution}x{G.img_resolution} only (CREPS networks render at any size)")
-    return {"scale": scale} if size is None else {"size": size}
+    kwargs: dict = {"scale": scale} if size is None else {"size": size}
+    if region is not None:
+        kwargs["region"] = tuple(region)
+    return kwargs
 
 
-def user_transform(G: torch.nn.Module) -> torch.Tensor:
+def output_size(G: torch.nn.Module, scale: Optional[float] = None,
+                size: Optional[Union[int, Sequence[int]]] = None) -> tuple[int, int]:
+    """(rows, cols) of G's images at `scale` or `size` (another than the native one: CREPS only)."""
+    if scale_kwargs(G, scale, size):
+        return G.synthesis.output_size(size, scale)
+    return G.img_resolution, G.img_resolution
+
+
+def transform_buffer(G: torch.nn.Module) -> torch.Tensor:
     """The 3x3 user-transform buffer of a network that takes one (StyleGAN3); ValueError otherwise."""
     family = family_of(G)
     if not family.can(Capability.USER_TRANSFORM):
@@ -87,29 +111,112 @@ def user_transform(G: torch.nn.Module) -> torch.Tensor:
 
 
 def set_transform(G: torch.nn.Module, translate: Sequence[float] = (0.0, 0.0), angle_deg: float = 0.0) -> None:
-    """Render G translated by `translate` (image units) and rotated by `angle_deg` degrees from
-    now on, as the published gen_images.py sets it: the input takes inv(make_transform(...))."""
-    buffer = user_transform(G)
+    """Render G translated by `translate` (image units: the image spans 1, +x moves the content
+    right) and rotated by `angle_deg` degrees from now on, as the published gen_images.py sets
+    it: the input takes inv(make_transform(...))."""
+    buffer = transform_buffer(G)
     with torch.no_grad():
         buffer.copy_(torch.linalg.inv(make_transform(translate, angle_deg)).to(buffer))
 
 
+@contextlib.contextmanager
+def transformed(G: torch.nn.Module, translate: Sequence[float] = (0.0, 0.0), angle_deg: float = 0.0) -> Iterator[None]:
+    """G renders translated and rotated inside the block; its previous transform is put back after."""
+    buffer = transform_buffer(G)
+    saved = buffer.detach().clone()
+    try:
+        set_transform(G, translate, angle_deg)
+        yield
+    finally:
+        with torch.no_grad():
+            buffer.copy_(saved)
+
+
 @torch.no_grad()
 def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", scale: Optional[float] = None,
-               size: Optional[Union[int, Sequence[int]]] = None, **kwargs) -> torch.Tensor:
+               size: Optional[Union[int, Sequence[int]]] = None, region: Optional[Sequence[int]] = None,
+               **kwargs) -> torch.Tensor:
     """Images of ws [N, num_ws, w_dim], float32 NCHW in about [-1, 1] (unclamped); at any scale
-    or size for networks that can. `kwargs` go to the synthesis network (e.g. force_fp32)."""
-    return G.synthesis(ws, noise_mode=noise_mode, **scale_kwargs(G, scale, size), **kwargs).float()
+    or size, or just the window `region` of it, for networks that can. `kwargs` go to the
+    synthesis network (e.g. force_fp32)."""
+    return G.synthesis(ws, noise_mode=noise_mode, **scale_kwargs(G, scale, size, region), **kwargs).float()
 
 
 @torch.no_grad()
 def render(G: torch.nn.Module, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1.0,
            noise_mode: str = "const", scale: Optional[float] = None,
-           size: Optional[Union[int, Sequence[int]]] = None) -> torch.Tensor:
+           size: Optional[Union[int, Sequence[int]]] = None, truncation_cutoff: Optional[int] = None,
+           region: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Images of latents z (and labels c) as `synthesize` returns them."""
+    ws = mapped_ws(G, z, c, truncation_psi, truncation_cutoff)
+    return synthesize(G, ws, noise_mode=noise_mode, scale=scale, size=size, region=region)
+
+
+@torch.no_grad()
+def mapped_ws(G: torch.nn.Module, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1.0,
+              truncation_cutoff: Optional[int] = None) -> torch.Tensor:
+    """The intermediate latents ws [N, num_ws, w_dim] of z (and labels c), truncated toward the
+    average w by psi in the first `truncation_cutoff` rows (all rows when None)."""
     device = next(G.parameters()).device
-    ws = G.mapped_ws(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi)
-    return synthesize(G, ws, noise_mode=noise_mode, scale=scale, size=size)
+    return G.mapped_ws(z.to(device), None if c is None else c.to(device), truncation_psi, truncation_cutoff)
+
+
+def mix_styles(ws: torch.Tensor, donor: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """Style mixing: ws with its rows `layers` taken from `donor` (as the published
+    style_mixing.py does for its column seeds)."""
+    num_ws = ws.shape[1]
+    bad = [i for i in layers if not 0 <= i < num_ws]
+    if bad:
+        raise ValueError(f"style layers {bad} are out of range for a network with {num_ws} (0 to {num_ws - 1})")
+    mixed = ws.clone()
+    mixed[:, list(layers)] = donor.to(ws)[:, list(layers)]
+    return mixed
+
+
+def interpolate_ws(w0: torch.Tensor, w1: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` latents [steps, num_ws, w_dim] evenly spaced on the line from w0 to w1 ([1, num_ws,
+    w_dim] each), both ends included."""
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
+    t = torch.linspace(0, 1, steps, dtype=w0.dtype, device=w0.device).reshape(-1, 1, 1)
+    return w0 + (w1.to(w0) - w0) * t
+
+
+@torch.no_grad()
+def render_tiles(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", scale: Optional[float] = None,
+                 size: Optional[Union[int, Sequence[int]]] = None, region: Optional[Sequence[int]] = None,
+                 tile: int = 256, max_pixels: int = 2**18,
+                 before_each: Optional[Callable[[], None]] = None) -> np.ndarray:
+    """The images of ws as uint8 NHWC, rendered piece by piece so that memory stays bounded:
+    CREPS networks render `region` (default: the whole output at `scale` / `size`) in tiles of
+    at most tile x tile pixels, as many images at a time as fit `max_pixels`; other networks
+    render whole images, as many at a time as fit `max_pixels`. `before_each()` runs before
+    every piece (raise from it to stop early). Equal to to_uint8 of the whole render."""
+    if supports_any_scale(G):
+        rows, cols = output_size(G, scale, size)
+        window = region if region is not None else (0, 0, rows, cols)
+        out = np.zeros((ws.shape[0], window[2], window[3], G.img_channels), dtype=np.uint8)
+        per_call = max(1, max_pixels // (min(tile, window[2]) * min(tile, window[3])))
+        for start in range(0, ws.shape[0], per_call):
+            pieces = G.synthesis.tiles(ws[start: start + per_call], size=size, scale=scale, region=window, tile=tile)
+            while True:
+                if before_each is not None:
+                    before_each()
+                try:
+                    placed, img = next(pieces)
+                except StopIteration:
+                    break
+                top, left = placed.top - window[0], placed.left - window[1]
+                out[start: start + per_call, top: top + placed.height, left: left + placed.width] = to_uint8(img)
+        return out
+    scale_kwargs(G, scale, size, region)  # native size and whole images only
+    per_call = max(1, max_pixels // (G.img_resolution ** 2))
+    parts = []
+    for start in range(0, ws.shape[0], per_call):
+        if before_each is not None:
+            before_each()
+        parts.append(to_uint8(synthesize(G, ws[start: start + per_call], noise_mode=noise_mode)))
+    return np.concatenate(parts)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -117,11 +224,16 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def write_png(path: Union[str, Path], array: np.ndarray) -> None:
-    """uint8 HWC (C = 1 or 3) -> a PNG file, whole or not at all."""
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 HWC (C = 1 or 3) -> PNG file contents."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    atomic_write_bytes(path, png_bytes(Image.fromarray(array)))
+    return encode_png(Image.fromarray(array))
+
+
+def write_png(path: Union[str, Path], array: np.ndarray) -> None:
+    """uint8 HWC (C = 1 or 3) -> a PNG file, whole or not at all."""
+    atomic_write_bytes(path, png_bytes(array))
 
 
 # At most this many images (width, height) in the CPU's snapshot grids: the published grid of a

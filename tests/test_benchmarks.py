@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--res=32", "--cbase=1024", "--cmax=64"]
 
@@ -32,3 +34,13 @@ def test_bench_train_prints_one_json_line():
     out = bench("bench_train.py", "--cfg=stylegan2", *TINY, "--batch=4", "--mbstd-group=2", "--iters=1", "--warmup=1",
                 "--fused-modconv=1")
     assert out["cfg"] == "stylegan2" and out["fused_modconv"] == 1 and out["sec_per_kimg"] > 0
+
+
+def test_bench_studio_times_preview_and_full_views():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    out = bench("bench_studio.py", *TINY, "--sizes=32,64", "--grid=2", "--zoom=64", "--repeat=1")
+    assert [v["view"] for v in out["views"]] == ["1 image 32x32", "1 image 64x64", "2x2 images 32x32",
+                                                 "zoom window 64x64 at 4x"]
+    assert [v["pixels"] for v in out["views"]] == [1024, 4096, 4096, 4096]
+    assert all(v["preview_ms"] > 0 and v["full_ms"] > 0 for v in out["views"]) and out["preview_during_full_ms"] > 0

@@ -291,6 +291,11 @@ class ScaleSynthesis(torch.nn.Module):
         super().__init__()
         self.res, self.freq = res, freq
 
+    def tiles(self, ws, scale=None, **unused):
+        """The whole output as one tile (a CREPS synthesis renders in tiles; supports_any_scale asks)."""
+        image = self.forward(ws, scale=scale)
+        yield (0, 0, image.shape[2], image.shape[3]), image
+
     def forward(self, ws, noise_mode="random", force_fp32=False, scale=None):
         n = int(self.res * (scale or 1))
         u = line_coords(n).double() * (self.res - 1)  # native pixel units

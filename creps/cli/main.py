@@ -54,6 +54,12 @@ def _demo(argv):
     return demo(argv)
 
 
+def _studio(argv):
+    from creps.cli.studio import studio
+
+    return studio(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_train, "train a GAN (same flags as train.py)"),
     "generate": (_generate, "render images from a snapshot (same flags as gen_images.py)"),
@@ -63,6 +69,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "convert": (_convert, "write a published network pickle (.pkl) as a creps snapshot"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
     "torchrun": (_torchrun, "torchrun (same options) for many hosts, with one-line failures"),
+    "studio": (_studio, "explore networks and watch training runs in the browser"),
 }
 
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from creps.generate import describe, set_transform, synthesize, user_transform
+from creps.generate import describe, set_transform, synthesize, transform_buffer
 from creps.metrics.features import Evaluation, generator_batch_size, latents
 from creps.metrics.spec import MetricSpec, check_network_can, parse_name
 from creps.nets.creps import line_coords
@@ -400,7 +400,7 @@ def compare_transformed(G: torch.nn.Module, ws: torch.Tensor, test: str, rng: to
                         errors: MaskedErrorSum) -> None:
     """One batch of EQ-T / EQ-T_frac / EQ-R: the untransformed reference render, then one random
     transform per IMAGES_PER_TRANSFORM images."""
-    user_transform(G).copy_(torch.eye(3))
+    transform_buffer(G).copy_(torch.eye(3))
     reference = _synthesize(G, ws)
     for start in range(0, ws.shape[0], IMAGES_PER_TRANSFORM):
         group = slice(start, start + IMAGES_PER_TRANSFORM)
@@ -419,7 +419,7 @@ def compare_scales(G: torch.nn.Module, ws: torch.Tensor, errors: MaskedErrorSum)
 def evaluation_mode(G: torch.nn.Module) -> Iterator[None]:
     """G in eval mode without gradients; its training flag and user transform (if any) are put
     back afterwards, also when the work fails."""
-    transform = user_transform(G) if family_of(G).can(Capability.USER_TRANSFORM) else None
+    transform = transform_buffer(G) if family_of(G).can(Capability.USER_TRANSFORM) else None
     saved = None if transform is None else transform.detach().clone()
     was_training = G.training
     G.eval()

@@ -15,9 +15,10 @@ published implementation's state_dict.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.utils.checkpoint
@@ -33,6 +34,15 @@ from creps.ops.bias_act import bias_act, default_gain
 from creps.ops.modulated_linear import modulated_linear
 
 Size = Union[int, Sequence[int]]
+
+
+class Region(NamedTuple):
+    """A window of the output pixel grid: rows top .. top + height, columns left .. left + width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
 
 
 @dataclass(frozen=True)
@@ -123,14 +133,27 @@ class BilineInput(torch.nn.Module):
         x = feats.unsqueeze(0) * mod[:, :, slot].unsqueeze(1)  # [N, P, C, rank]
         return x.permute(0, 1, 3, 2).reshape(mod.shape[0], -1, self.channels)  # [N, P*rank, C]
 
-    def forward(self, w: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """Returns the bi-line [N, (rows + cols) * rank, C]: row line first, then column line."""
+    def _modulation(self, w: torch.Tensor) -> torch.Tensor:
+        mod = self.weight[0, :, 0, :] * self.affine(w.float()).reshape(-1, self.channels, 2 * self.rank)
+        return mod / math.sqrt(self.channels)  # [N, C, 2*rank]
+
+    def forward(self, w: torch.Tensor, rows: int, cols: int, region: Optional[Region] = None) -> torch.Tensor:
+        """Returns the bi-line [N, (rows + cols) * rank, C]: row line first, then column line;
+        with a `region`, only its rows and columns of the rows x cols grid."""
         with autocast_off(w.device.type):
-            w = w.float()
-            mod = self.weight[0, :, 0, :] * self.affine(w).reshape(-1, self.channels, 2 * self.rank)
-            mod = mod / math.sqrt(self.channels)  # [N, C, 2*rank]
+            mod = self._modulation(w)
             rc, cc = self.axis_coords(rows, cols)
+            if region is not None:
+                rc = rc[region.top: region.top + region.height]
+                cc = cc[region.left: region.left + region.width]
             return torch.cat([self._line(rc, 0, mod), self._line(cc, 1, mod)], dim=1)
+
+    def axis_line(self, w: torch.Tensor, rows: int, cols: int, axis: int, start: int, count: int) -> torch.Tensor:
+        """One half of the bi-line: rows start .. start + count (axis 0) or those columns (axis 1)
+        of the rows x cols grid, [N, count * rank, C]."""
+        with autocast_off(w.device.type):
+            coords = self.axis_coords(rows, cols)[axis][start: start + count]
+            return self._line(coords, axis, self._modulation(w))
 
 
 class LineBlock(torch.nn.Module):
@@ -184,6 +207,25 @@ def outer_feature(line: torch.Tensor, rows: int, cols: int, rank: int) -> torch.
     return (r @ c).permute(0, 2, 3, 1).reshape(n, rows * cols, ch)
 
 
+def check_region(rows: int, cols: int, region: Optional[Sequence[int]]) -> Region:
+    """The window to render of a rows x cols output: the whole grid, or `region` (top, left,
+    height, width), which must lie inside it."""
+    if region is None:
+        return Region(0, 0, rows, cols)
+    top, left, height, width = (int(v) for v in region)
+    if height < 1 or width < 1 or top < 0 or left < 0 or top + height > rows or left + width > cols:
+        raise ValueError(f"region (top {top}, left {left}, {height}x{width}) is not inside the {rows}x{cols} output")
+    return Region(top, left, height, width)
+
+
+def split_region(height: int, width: int, tile: int) -> list[Region]:
+    """Tiles of at most tile x tile covering a height x width window, row by row."""
+    if tile < 1:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    return [Region(top, left, min(tile, height - top), min(tile, width - left))
+            for top in range(0, height, tile) for left in range(0, width, tile)]
+
+
 def resolve_size(img_resolution: int, scale: Optional[float] = None, size: Optional[Size] = None) -> tuple[int, int]:
     """Output (rows, cols) for a render at `scale` x native or at an explicit `size`."""
     if size is not None and scale is not None:
@@ -233,46 +275,101 @@ class SynthesisNetwork(torch.nn.Module):
         """Rows of ws read by each line block: b4 (0, 1, 2), then (2i - 1, 2i, 2i + 1)."""
         return [[0, 1, 2]] + [[2 * i - 1, 2 * i, 2 * i + 1] for i in range(1, len(self.block_resolutions))]
 
+    def output_size(self, size: Optional[Size] = None, scale: Optional[float] = None) -> tuple[int, int]:
+        """(rows, cols) of the output at `scale` x native or at `size`. With neither, as many
+        pixels per side as the input layer's coordinate buffer (so replacing that buffer
+        re-samples, as published)."""
+        if scale is None:
+            return resolve_size(self.b4.input.coords.shape[1], None, size)
+        return resolve_size(self.img_resolution, scale, size)
+
     def forward(self, ws: torch.Tensor, size: Optional[Size] = None, scale: Optional[float] = None,
-                noise_mode: str = "const", update_emas: bool = False, force_fp32: bool = False) -> torch.Tensor:
+                noise_mode: str = "const", update_emas: bool = False, force_fp32: bool = False,
+                region: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Images [N, C, H, W] of the output grid at `scale` x native or at `size`; with `region`
+        (top, left, height, width), only that window of it, computed alone (every layer works on
+        one coordinate or one pixel at a time, so a window equals the same crop of the whole render)."""
         del update_emas  # CREPS has no running statistics in synthesis
+        self._check_inputs(ws, noise_mode)
+        rows, cols = self.output_size(size, scale)
+        window = check_region(rows, cols, region)
+        with autocast_off(ws.device.type) if force_fp32 else contextlib.nullcontext():
+            ws = ws.float()
+            return self._pixels(ws, self._lines(ws, rows, cols, window), window.height, window.width)
+
+    def tiles(self, ws: torch.Tensor, size: Optional[Size] = None, scale: Optional[float] = None,
+              region: Optional[Sequence[int]] = None, tile: int = 256) -> Iterator[tuple[Region, torch.Tensor]]:
+        """The render of `region` (default: the whole output) in tiles of at most tile x tile
+        pixels, row by row: (the tile's window of the output, images [N, C, h, w]), each computed
+        when asked for. Every band of rows and of columns goes through the line blocks once, and
+        each tile through the per-pixel layers of its own pixels only, so a big render never
+        holds more than one tile's activations and no one step of it is long; the tiles put
+        together equal `forward` of the region."""
+        self._check_inputs(ws, "const")
+        rows, cols = self.output_size(size, scale)
+        window = check_region(rows, cols, region)
+        ws = ws.float()
+        band_top, row_band, col_bands = None, None, {}
+        for part in split_region(window.height, window.width, tile):
+            top, left = window.top + part.top, window.left + part.left
+            if top != band_top:
+                band_top, row_band = top, self._axis_lines(ws, rows, cols, 0, top, part.height)
+            if left not in col_bands:
+                col_bands[left] = self._axis_lines(ws, rows, cols, 1, left, part.width)
+            lines = [torch.cat([r, c], dim=1) for r, c in zip(row_band, col_bands[left])]
+            yield Region(top, left, part.height, part.width), self._pixels(ws, lines, part.height, part.width)
+
+    def _check_inputs(self, ws: torch.Tensor, noise_mode: str) -> None:
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
-        # With neither size nor scale, the output has as many pixels per side as the input
-        # layer's coordinate buffer (so replacing that buffer re-samples, as published).
-        native = self.b4.input.coords.shape[1]
-        rows, cols = resolve_size(native, scale, size) if scale is None else resolve_size(self.img_resolution, scale)
-        if force_fp32:
-            with autocast_off(ws.device.type):
-                return self._synthesize(ws.float(), rows, cols)
-        return self._synthesize(ws.float(), rows, cols)
 
-    def _synthesize(self, ws: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        n = ws.shape[0]
+    def _lines(self, ws: torch.Tensor, rows: int, cols: int, window: Region) -> list[torch.Tensor]:
+        """The line blocks on the rows and columns of `window`: the accumulated bi-line
+        [N, (height + width) * rank, C] after each block that emits one."""
+        return self._line_blocks(ws, lambda inp, w: inp(w, rows, cols, window))
+
+    def _axis_lines(self, ws: torch.Tensor, rows: int, cols: int, axis: int, start: int,
+                    count: int) -> list[torch.Tensor]:
+        """`_lines` of one half of the bi-line, rows (axis 0) or columns start .. start + count:
+        the line blocks act on each position alone, so a window's lines are its two halves."""
+        return self._line_blocks(ws, lambda inp, w: inp.axis_line(w, rows, cols, axis, start, count))
+
+    def _line_blocks(self, ws: torch.Tensor, first: Callable) -> list[torch.Tensor]:
+        """The line blocks from the input line `first(input_layer, w)`; the accumulated line after
+        each block that emits one."""
         w_rows = ws.unbind(dim=1)
-        x = line = feature = None
+        x = line = None
+        lines = []
         for r, idx in zip(self.block_resolutions, self.block_ws_rows()):
             block = getattr(self, f"b{r}")
             block_ws = [w_rows[i] for i in idx]
             if block.is_first:
-                x = block.input(block_ws[0], rows, cols)  # float32
+                x = first(block.input, block_ws[0])  # float32
                 if torch.is_autocast_enabled(x.device.type):  # what the first product casts it to anyway
                     x = x.to(torch.get_autocast_dtype(x.device.type))
             x, out = block(x, block_ws)
-            if out is None:
-                continue
-            line = out if line is None else line + out
-            new = outer_feature(line, rows, cols, self.rank)
+            if out is not None:
+                line = out if line is None else line + out
+                lines.append(line)
+        return lines
+
+    def _pixels(self, ws: torch.Tensor, lines: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """The per-pixel layers: each block's feature map (outer product of its bi-line), the
+        decoders and the two heads -> images [N, C, height, width]."""
+        emitting = [r for r in self.block_resolutions if getattr(self, f"b{r}").emits]
+        feature = None
+        for r, line in zip(emitting, lines):
+            new = outer_feature(line, height, width, self.rank)
             # The first emitted feature map is taken as is (so decoder_8 goes unused, as published).
             if feature is not None:
                 new = self._per_pixel(self._decode, getattr(self, f"decoder_{r}"), feature) + new
             feature = new
         feature = self._per_pixel(self._decode, self.decoder_last, feature)
         img = self._decode(self.decoder_img, feature).float()
-        img = self._per_pixel(self._heads, feature, w_rows[-1], img)
-        return img.reshape(n, rows, cols, self.img_channels).permute(0, 3, 1, 2).contiguous()
+        img = self._per_pixel(self._heads, feature, ws.unbind(dim=1)[-1], img)
+        return img.reshape(ws.shape[0], height, width, self.img_channels).permute(0, 3, 1, 2).contiguous()
 
     def _per_pixel(self, fn, *args):
         """fn(*args); with `recompute` on and gradients recorded, its intermediate tensors are
