@@ -7,9 +7,11 @@ image. CREPS generators render at any scale or explicit output size.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from PIL import Image
 
 from creps.atomic import atomic_write_bytes
 from creps.data.tool import png_bytes as encode_png
+from creps.nets.generator import MappedGenerator
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -55,7 +58,51 @@ def one_hot(class_idx: Optional[int], c_dim: int, batch: int = 1) -> Optional[to
 
 
 def supports_any_scale(G: torch.nn.Module) -> bool:
-    return hasattr(G, "synthesis") and hasattr(G.synthesis, "block_ws_rows")
+    """True when G's synthesis renders at another scale or size (CREPS): it takes `scale`."""
+    synthesis = getattr(G, "synthesis", None)
+    return synthesis is not None and "scale" in inspect.signature(synthesis.forward).parameters
+
+
+def has_w_space(G: torch.nn.Module) -> bool:
+    """True for a generator with a mapping network into W and a synthesis network reading ws
+    [N, num_ws, w_dim] (every family here)."""
+    return isinstance(G, MappedGenerator)
+
+
+NOISE_BUFFER_SUFFIX = "noise_const"
+
+
+def noise_buffers(G: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """G's stored per-pixel noise maps (what noise_mode='const' reads), by buffer name; empty
+    for networks without noise inputs (CREPS, StyleGAN3)."""
+    return {name: buf for name, buf in G.named_buffers() if name.endswith(NOISE_BUFFER_SUFFIX)}
+
+
+def has_noise_inputs(G: torch.nn.Module) -> bool:
+    """True when G adds per-pixel noise (StyleGAN2)."""
+    return bool(noise_buffers(G))
+
+
+@contextlib.contextmanager
+def swapped_noise(G: torch.nn.Module, maps: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """G with the given tensors as its stored noise maps (by the names of `noise_buffers`),
+    put back afterwards. The tensors themselves become the buffers, so gradients reach them."""
+    stored = noise_buffers(G)
+    unknown = sorted(set(maps) - set(stored))
+    if unknown:
+        raise KeyError(f"G has no noise maps named {unknown[:3]}")
+    for name, value in maps.items():
+        if tuple(value.shape) != tuple(stored[name].shape):
+            raise ValueError(f"noise map {name} has shape {list(value.shape)}, G's has {list(stored[name].shape)}")
+    owners = {name: G.get_submodule(name.rpartition(".")[0]) for name in maps}
+    attr = {name: name.rpartition(".")[2] for name in maps}
+    try:
+        for name, value in maps.items():
+            setattr(owners[name], attr[name], value)
+        yield
+    finally:
+        for name in maps:
+            setattr(owners[name], attr[name], stored[name])
 
 
 @torch.no_grad()

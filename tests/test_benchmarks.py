@@ -32,3 +32,10 @@ def test_bench_train_prints_one_json_line():
     out = bench("bench_train.py", "--cfg=stylegan2", *TINY, "--batch=4", "--mbstd-group=2", "--iters=1", "--warmup=1",
                 "--fused-modconv=1")
     assert out["cfg"] == "stylegan2" and out["fused_modconv"] == 1 and out["sec_per_kimg"] > 0
+
+
+def test_bench_projector_prints_speed_and_fit():
+    out = bench("bench_projector.py", "--cfgs=creps", *TINY, "--map-depth=2", "--steps=1", "--fit-steps=4")
+    assert out["res"] == 32 and out["speed"]["creps"]["sec_per_1000_steps"] > 0
+    fit = out["fit"]["w_4_steps"]
+    assert fit["lpips"] < fit["initial_lpips"] and set(out["fit"]) == {"w_4_steps", "w_plus_4_steps", "start_psnr_db"}
