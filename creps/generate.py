@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -76,6 +76,46 @@ def supports_user_transform(G: torch.nn.Module) -> bool:
 def has_noise_inputs(G: torch.nn.Module) -> bool:
     """Whether G's images depend on the noise mode (per-layer noise inputs: StyleGAN2)."""
     return family_of(G).can(Capability.NOISE_INPUTS)
+
+
+def has_w_space(G: torch.nn.Module) -> bool:
+    """Whether G is a generator with a mapping network into W and a synthesis network reading
+    ws [N, num_ws, w_dim] (every generator family)."""
+    try:
+        return family_of(G).role == "G"
+    except TypeError:  # not a network of any family
+        return False
+
+
+NOISE_BUFFER_SUFFIX = "noise_const"
+
+
+def noise_buffers(G: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """G's stored per-pixel noise maps (what noise_mode='const' reads), by buffer name; empty
+    for networks without noise inputs (CREPS, StyleGAN3)."""
+    return {name: buf for name, buf in G.named_buffers() if name.endswith(NOISE_BUFFER_SUFFIX)}
+
+
+@contextlib.contextmanager
+def swapped_noise(G: torch.nn.Module, maps: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """G with the given tensors as its stored noise maps (by the names of `noise_buffers`),
+    put back afterwards. The tensors themselves become the buffers, so gradients reach them."""
+    stored = noise_buffers(G)
+    unknown = sorted(set(maps) - set(stored))
+    if unknown:
+        raise KeyError(f"G has no noise maps named {unknown[:3]}")
+    for name, value in maps.items():
+        if tuple(value.shape) != tuple(stored[name].shape):
+            raise ValueError(f"noise map {name} has shape {list(value.shape)}, G's has {list(stored[name].shape)}")
+    owners = {name: G.get_submodule(name.rpartition(".")[0]) for name in maps}
+    attr = {name: name.rpartition(".")[2] for name in maps}
+    try:
+        for name, value in maps.items():
+            setattr(owners[name], attr[name], value)
+        yield
+    finally:
+        for name in maps:
+            setattr(owners[name], attr[name], stored[name])
 
 
 def scale_kwargs(G: torch.nn.Module, scale: Optional[float] = None, size: Optional[Union[int, Sequence[int]]] = None,

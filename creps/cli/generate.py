@@ -1,4 +1,5 @@
-"""`creps generate` / `gen_images.py`: images for seeds, at any scale for CREPS networks."""
+"""`creps generate` / `gen_images.py`: images for seeds, or for the ws of a projection
+(`--projected-w=projected_w.npz`, as projector.py writes it), at any scale for CREPS networks."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
                       "--seeds=0-3,7 --trunc=0.7 --scale=2 --outdir=out")
     p.add_argument("--network", required=True, metavar="PATH|URL",
                    help="network snapshot (.safetensors) or published network pickle (.pkl)")
-    p.add_argument("--seeds", type=seed_list, required=True, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
+    p.add_argument("--seeds", type=seed_list, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
+    p.add_argument("--projected-w", metavar="FILE", help="projection result file (projected_w.npz): render its ws "
+                                                          "as proj00.png, ... instead of seeds")
     p.add_argument("--trunc", type=float, default=1.0, metavar="FLOAT", help="truncation psi (default: 1)")
     p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")
     p.add_argument("--noise-mode", choices=("const", "random", "none"), default="const", help="noise mode")
@@ -46,6 +49,8 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
 
         args = build_parser(prog).parse_args(argv)
         seeds = args.seeds
+        if seeds is None and args.projected_w is None:
+            raise UserError("give --seeds=LIST (e.g. 0-3) or --projected-w=FILE.npz (see --help)")
         check_scale_or_size(args.scale, args.size)
         outdir = Path(os.path.expanduser(args.outdir))
         if outdir.exists() and not outdir.is_dir():
@@ -58,6 +63,10 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
                 set_transform(G, args.translate or (0.0, 0.0), args.rotate or 0.0)
             except ValueError as err:
                 raise UserError(str(err)) from None
+        if args.projected_w is not None:
+            if seeds is not None:
+                print("warning: --seeds is ignored when using --projected-w")
+            return _render_projected_w(G, args, outdir)
         c = class_label(args.class_idx, G.c_dim)
         outdir.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
@@ -68,6 +77,22 @@ def generate(argv: Optional[Sequence[str]] = None, prog: str = "gen_images.py") 
         return 0
 
     return run_cli(body)
+
+
+def _render_projected_w(G, args, outdir: Path) -> int:
+    """proj00.png, proj01.png, ...: one image per row of the file's ws (with its noise maps, if any)."""
+    from creps.generate import to_uint8, write_png
+    from creps.project import load_projected_w, render_ws
+
+    ws, noise = load_projected_w(os.path.expanduser(args.projected_w), G)
+    print(f'Generating images from projected W "{args.projected_w}"')
+    if args.trunc != 1.0 or args.class_idx is not None:
+        print("warning: --trunc and --class are ignored when using --projected-w (the ws are rendered as stored)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for idx in range(ws.shape[0]):
+        img = render_ws(G, ws[idx:idx + 1], noise, noise_mode=args.noise_mode, scale=args.scale, size=args.size)
+        write_png(outdir / f"proj{idx:02d}.png", to_uint8(img)[0])
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -36,6 +36,12 @@ def _video(argv):
     return gen_video(argv, prog="creps video")
 
 
+def _project(argv):
+    from creps.cli.project import run_projection
+
+    return run_projection(argv, prog="creps project")
+
+
 def _convert(argv):
     from creps.cli.convert import convert
 
@@ -66,6 +72,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "dataset": (_dataset, "convert images into a training dataset (same flags as dataset_tool.py)"),
     "metrics": (_metrics, "quality metrics of a snapshot (same flags as calc_metrics.py)"),
     "video": (_video, "latent-interpolation video from a snapshot (same flags as gen_video.py)"),
+    "project": (_project, "invert images into a network's latent space (same flags as projector.py)"),
     "convert": (_convert, "write a published network pickle (.pkl) as a creps snapshot"),
     "demo": (_demo, "train a small CREPS on the built-in synthetic dataset"),
     "torchrun": (_torchrun, "torchrun (same options) for many hosts, with one-line failures"),

@@ -168,18 +168,33 @@ def read_header(source: FileSource, name: str) -> tuple[tuple[int, int], str]:
         ) from e
 
 
+def _decoded(data: bytes) -> PIL.Image.Image:
+    img = PIL.Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
 def decode_image(source: FileSource, name: str) -> PIL.Image.Image:
     """Decode one image fully; a broken file raises UserError naming it."""
     try:
         with source.open(name) as f:
-            data = f.read()
-        img = PIL.Image.open(io.BytesIO(data))
-        img.load()
-        return img
+            return _decoded(f.read())
     except _DECODE_ERRORS as e:
         raise UserError(
             f"{source.what} {source.path}: {name}: cannot decode image ({error_reason(e)}); fix or remove the file"
         ) from e
+
+
+def decode_image_file(path: str, what: str) -> PIL.Image.Image:
+    """Decode one image file fully; a missing or broken file raises UserError naming it."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            return _decoded(f.read())
+    except _DECODE_ERRORS as e:
+        raise UserError(f"{what} {path}: not a readable image ({error_reason(e)}); "
+                        f"give a PNG, JPEG or WebP image") from e
 
 
 def is_power_of_two(n: int) -> bool:

@@ -143,7 +143,7 @@ def _resize(img: PIL.Image.Image, size: Size) -> PIL.Image.Image:
     return img if img.size == size else img.resize(size, PIL.Image.Resampling.LANCZOS)
 
 
-def _center_crop(img: PIL.Image.Image, size: Size) -> PIL.Image.Image:
+def center_crop(img: PIL.Image.Image, size: Size) -> PIL.Image.Image:
     """The largest centered square, resized to `size`."""
     w, h = img.size
     side = min(w, h)
@@ -175,7 +175,7 @@ def _make_transform(
 ) -> Callable[[PIL.Image.Image], Optional[PIL.Image.Image]]:
     if transform == "center-crop":
         assert size is not None
-        return lambda img: _center_crop(img, size)
+        return lambda img: center_crop(img, size)
     if transform == "center-crop-wide":
         assert size is not None
         return lambda img: _center_crop_wide(img, size)

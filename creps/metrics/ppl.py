@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from creps.generate import supports_any_scale
+from creps.generate import noise_buffers, supports_any_scale
 from creps.metrics.features import Evaluation, full_precision, generator_batch_size
 from creps.metrics.spec import MetricSpec
 from creps.metrics.vgg16 import VGG16, load_vgg16, lpips_from_packed
@@ -125,7 +125,7 @@ def filtered_mean(values: np.ndarray) -> float:
 def redrawn_const_noise(G: torch.nn.Module) -> Iterator[Callable[[torch.Generator], None]]:
     """Yields redraw(generator), which fills G's stored noise maps with fresh normal draws;
     the maps are put back afterwards."""
-    buffers = [buf for name, buf in G.named_buffers() if name.endswith("noise_const")]
+    buffers = list(noise_buffers(G).values())
     saved = [buf.detach().clone() for buf in buffers]
 
     def redraw(generator: torch.Generator) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
+from creps.atomic import append_line
 from creps.metrics import equivariance, fid, inception_score, kid, ppl, precision_recall
 from creps.metrics.detectors import Detectors
 from creps.metrics.features import Evaluation, default_cache_dir
@@ -110,18 +111,7 @@ def append_metric_jsonl(run_dir: Union[str, Path], result: dict[str, Any],
     never lose each other's lines, and a line is either there whole or missing.
     """
     line = metric_jsonl_line(result, snapshot_pkl, run_dir)
-    path = Path(run_dir) / f"metric-{result['metric']}.jsonl"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        prefix = b""
-        if os.fstat(fd).st_size > 0:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                prefix = b"" if f.read(1) == b"\n" else b"\n"  # a torn last line stays on its own
-        os.write(fd, prefix + (line + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(Path(run_dir) / f"metric-{result['metric']}.jsonl", line)
     return line
 
 
