@@ -15,10 +15,9 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 from creps.atomic import atomic_write_bytes
-from creps.data.tool import png_bytes as encode_png
+from creps.data.tool import png_bytes
 from creps.nets.registry import Capability, family_of
 from creps.nets.stylegan3 import make_transform
 
@@ -262,13 +261,6 @@ def render_tiles(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const"
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[-1, 1] float NCHW -> uint8 NHWC, rounding as the published gen_images.py does."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """uint8 HWC (C = 1 or 3) -> PNG file contents."""
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    return encode_png(Image.fromarray(array))
 
 
 def write_png(path: Union[str, Path], array: np.ndarray) -> None:

@@ -377,7 +377,7 @@ def test_recompute_keeps_a_fraction_of_the_per_pixel_activations():
 def test_recompute_leaves_every_update_bit_identical(base_networks, batch_idx):
     """batch_idx 0 runs every phase, including path-length regularisation (a double backward
     through the recomputed layers); batch_idx 1 the main phases."""
-    assert base_networks.G.synthesis.recompute is True  # the default config turns it on
+    assert base_networks.G.synthesis.recompute is False  # the default config on a CPU
     runs = []
     for on in (True, False):
         nets = copy.deepcopy(base_networks)
@@ -396,6 +396,7 @@ def test_recompute_leaves_every_update_bit_identical(base_networks, batch_idx):
     assert any(k.startswith("synthesis.decoder_") for k in changed) and any(".block1." in k for k in changed)
 
 
-def test_recompute_off_from_the_config():
-    cfg = dataclasses.replace(tiny_cfg(8), recompute=False)
-    assert build_networks(cfg, torch.device("cpu")).G.synthesis.recompute is False
+def test_recompute_follows_the_config_and_defaults_to_the_device():
+    for setting, on_cpu in ((False, False), (True, True), (None, False)):
+        cfg = dataclasses.replace(tiny_cfg(8), recompute=setting)
+        assert build_networks(cfg, torch.device("cpu")).G.synthesis.recompute is on_cpu

@@ -24,6 +24,23 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (e.g. --num-steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_network_option(p: argparse.ArgumentParser) -> None:
+    """--network, as every command that reads a network takes it."""
+    p.add_argument("--network", required=True, metavar="PATH|URL",
+                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
+
+
 def positive_float(text: str) -> float:
     """A number greater than zero (e.g. --scale)."""
     try:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
-                              rows_cols, run_cli, seed_list)
+from creps.cli.common import (Parser, add_network_option, check_scale_or_size, class_label, load_renderer, parse_size,
+                              positive_float, rows_cols, run_cli, seed_list)
 from creps.errors import UserError
 
 
@@ -26,8 +26,7 @@ def build_parser(prog: str = "gen_images.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Generate images using a pretrained network snapshot.",
                epilog="example: python gen_images.py --network=run/network-snapshot-000100.safetensors "
                       "--seeds=0-3,7 --trunc=0.7 --scale=2 --outdir=out")
-    p.add_argument("--network", required=True, metavar="PATH|URL",
-                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
+    add_network_option(p)
     p.add_argument("--seeds", type=seed_list, metavar="LIST", help="list of random seeds, e.g. 0-3,7")
     p.add_argument("--projected-w", metavar="FILE", help="projection result file (projected_w.npz): render its ws "
                                                           "as proj00.png, ... instead of seeds")

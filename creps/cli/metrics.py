@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from creps.cli.common import Parser, parse_bool, parse_list, positive_float, run_cli
+from creps.cli.common import Parser, add_network_option, parse_bool, parse_list, positive_float, run_cli
 from creps.errors import UserError
 from creps import launch
 from creps.parallel import SINGLE, World, device_for
@@ -38,8 +38,7 @@ PPL VGG16 from --vgg16 or $CREPS_VGG16 and LPIPS weights from --lpips or $CREPS_
 def build_parser(prog: str = "calc_metrics.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Calculate quality metrics for a training run or a network snapshot.",
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", dest="network", required=True, metavar="PATH|URL",
-                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
+    add_network_option(p)
     p.add_argument("--metrics", type=parse_list, default=("fid50k_full",), metavar="[NAME|A,B,C|none]",
                    help="quality metrics (default: fid50k_full)")
     p.add_argument("--data", metavar="[ZIP|DIR]", help="dataset to evaluate against (default: look up)")

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from creps.cli.common import Parser, class_label, load_renderer, parse_bool, run_cli
+from creps.cli.common import Parser, add_network_option, class_label, load_renderer, parse_bool, positive_int, run_cli
 from creps.errors import UserError
 
 VIDEO_FPS = 10  # as the published projector
@@ -36,26 +36,15 @@ VIDEO_BATCH = 8  # frames rendered per synthesis call
 JSONL_NAME = "projection.jsonl"
 
 
-def _steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser(prog: str = "projector.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Project given images to the latent space of a network.",
                epilog="example: python projector.py --outdir=out --target=~/mytargetimg.png "
                       "--network=run/network-snapshot-000100.safetensors")
-    p.add_argument("--network", required=True, metavar="PATH|URL",
-                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
+    add_network_option(p)
     p.add_argument("--target", required=True, metavar="FILE|DIR|ZIP",
                    help="target image, or a folder or ZIP of images (each projected into OUTDIR/<name>/)")
     p.add_argument("--outdir", required=True, metavar="DIR", help="where to save the output images")
-    p.add_argument("--num-steps", type=_steps, default=1000, metavar="INT",
+    p.add_argument("--num-steps", type=positive_int, default=1000, metavar="INT",
                    help="number of optimization steps (default: 1000)")
     p.add_argument("--seed", type=int, default=303, metavar="INT", help="random seed (default: 303)")
     p.add_argument("--save-video", type=parse_bool, default=True, metavar="BOOL",

@@ -191,10 +191,10 @@ def watch_workers(grace: float, endpoint: str, poll: float = 0.5) -> None:
     threading.Thread(target=watch, name="creps-worker-watch", daemon=True).start()
 
 
-def torchrun(argv: Optional[Sequence[str]] = None) -> int:
+def torchrun(argv: Optional[Sequence[str]] = None, prog: str = "creps torchrun") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE.replace("creps torchrun", prog, 1))
         return 0 if argv else 2
     quiet = "LOGLEVEL" not in os.environ
     if quiet and "torch" not in sys.modules and "TORCH_CPP_LOG_LEVEL" not in os.environ:

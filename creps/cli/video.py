@@ -16,8 +16,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from creps.cli.common import (Parser, check_scale_or_size, class_label, load_renderer, parse_size, positive_float,
-                              rows_cols, run_cli, seed_list)
+from creps.cli.common import (Parser, add_network_option, check_scale_or_size, class_label, load_renderer, parse_size,
+                              positive_float, positive_int, rows_cols, run_cli, seed_list)
 from creps.errors import UserError
 
 MP4_HINT = "pip install imageio-ffmpeg (or creps[video]), or use --output=NAME.gif, NAME.webp or a folder NAME/"
@@ -34,29 +34,18 @@ def _grid(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser(prog: str = "gen_video.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="Render a latent-vector interpolation video (a looping cubic spline "
                                       "through one keyframe per seed and grid cell).",
                epilog="example: python gen_video.py --output=lerp.mp4 --trunc=1 --seeds=0-31 --grid=4x2 "
                       "--network=run/network-snapshot-000100.safetensors [--scale=2]")
-    p.add_argument("--network", required=True, metavar="PATH|URL",
-                   help="network snapshot (.safetensors) or published network pickle (.pkl)")
+    add_network_option(p)
     p.add_argument("--seeds", type=seed_list, required=True, metavar="LIST", help="list of random seeds, e.g. 0-31")
     p.add_argument("--shuffle-seed", type=int, metavar="INT", help="random seed for shuffling the seed order")
     p.add_argument("--grid", type=_grid, default=(1, 1), metavar="WxH", help="grid width x height (default: 1x1)")
-    p.add_argument("--num-keyframes", type=_at_least_one, metavar="INT",
+    p.add_argument("--num-keyframes", type=positive_int, metavar="INT",
                    help="keyframes per grid cell (default: number of seeds / (W*H); seeds repeat to fill)")
-    p.add_argument("--w-frames", type=_at_least_one, default=120, metavar="INT",
+    p.add_argument("--w-frames", type=positive_int, default=120, metavar="INT",
                    help="frames from one keyframe to the next (default: 120)")
     p.add_argument("--trunc", type=float, default=1.0, metavar="FLOAT", help="truncation psi (default: 1)")
     p.add_argument("--class", dest="class_idx", type=int, metavar="INT", help="class label (conditional networks)")
@@ -67,7 +56,7 @@ def build_parser(prog: str = "gen_video.py") -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, default=60.0, metavar="FLOAT", help="frames per second (default: 60)")
     p.add_argument("--scale", type=positive_float, metavar="FLOAT", help="output scale for CREPS networks, e.g. 2")
     p.add_argument("--size", type=parse_size, metavar="N|WxH", help="explicit output size for CREPS networks")
-    p.add_argument("--batch", type=_at_least_one, default=1, metavar="INT",
+    p.add_argument("--batch", type=positive_int, default=1, metavar="INT",
                    help="images per synthesis call (default: 1; more is faster on a GPU, needs more memory)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if present)")
     return p

@@ -17,6 +17,7 @@ import shutil
 import zipfile
 from typing import Any, Callable, Iterator, Optional, Union
 
+import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
@@ -114,7 +115,10 @@ def archive_name(index: int) -> str:
     return f"{index // IMAGES_PER_FOLDER:05d}/img{index:08d}.png"
 
 
-def png_bytes(img: PIL.Image.Image) -> bytes:
+def png_bytes(img: Union[PIL.Image.Image, np.ndarray]) -> bytes:
+    """PNG file contents of an image, or of a uint8 HWC array (C = 1 or 3)."""
+    if isinstance(img, np.ndarray):
+        img = PIL.Image.fromarray(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from creps import generate
+from creps.data.tool import png_bytes
 from creps.studio import runs, views
 from creps.studio.paths import NotFound, Sources, StudioError
 from creps.studio.worker import NetworkCache, RenderWorker, Superseded
@@ -73,7 +73,7 @@ class Studio:
         check()
         image, info = views.render_view(G, view, before_each=check, tile=self.tile, max_pixels=self.piece_pixels)
         check()
-        return generate.png_bytes(image), info
+        return png_bytes(image), info
 
     def close(self) -> None:
         self.worker.close()
