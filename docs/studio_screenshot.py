@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import socket
 import sys
@@ -53,7 +54,8 @@ def main() -> None:
     if chromium is None:
         sys.exit("no chromium found (apt-get install chromium)")
     run = a.run.resolve()
-    studio = Studio(Sources([str(run.parent)]), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    # The folder as a user would give it (the page shows it): relative to where this runs.
+    studio = Studio(Sources([os.path.relpath(run.parent)]), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     server, thread, url = serve_in_thread(studio)
     shots = []
     try:
