@@ -18,12 +18,13 @@ Everything runs in float32. CREPS renders the projected w at any scale afterward
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import PIL.Image
@@ -262,9 +263,17 @@ def render_ws(G: torch.nn.Module, ws: torch.Tensor, noise: Optional[Mapping[str,
               noise_mode: str = "const", scale: Optional[float] = None, size=None) -> torch.Tensor:
     """Images of ws [N, num_ws, w_dim] (float32 NCHW, about [-1, 1]), with the given noise maps
     in place of G's stored ones (what noise_mode='const' reads); CREPS at any scale or size."""
+    with projected_noise(G, noise):
+        return synthesize(G, ws.to(next(G.parameters()).device), noise_mode, scale, size)
+
+
+@contextlib.contextmanager
+def projected_noise(G: torch.nn.Module, noise: Optional[Mapping[str, torch.Tensor]] = None) -> Iterator[None]:
+    """G with a projection's noise maps (moved to G's device) in place of its stored ones inside
+    the block, so that any render there (render_ws, or the studio's tiles) reads them."""
     device = next(G.parameters()).device
     with swapped_noise(G, {name: m.to(device) for name, m in (noise or {}).items()}):
-        return synthesize(G, ws.to(device), noise_mode, scale, size)
+        yield
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,30 +295,33 @@ def save_projected_w(path: Union[str, Path], w: torch.Tensor,
     atomic_write_bytes(path, projected_w_bytes(w, noise))
 
 
-def load_projected_w(path: Union[str, Path], G: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def load_projected_w(path: Union[str, Path], G: torch.nn.Module,
+                     name: Optional[str] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """ws [N, num_ws, w_dim] (float32) and the noise maps stored with them (only those G has),
-    from a projected_w.npz; anything else is a one-line UserError."""
+    from a projected_w.npz; anything else is a one-line UserError that starts with `name`
+    (default: --projected-w=PATH)."""
     path = Path(path)
+    name = name or f"--projected-w={path}"
     if not path.is_file():
-        raise UserError(f"--projected-w={path}: no such file; give the projected_w.npz that projector.py wrote")
+        raise UserError(f"{name}: no such file; give the projected_w.npz that projector.py wrote")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as err:  # numpy raises several types for a file it cannot read
-        raise UserError(f"--projected-w={path}: not a readable .npz file ({type(err).__name__}); "
+        raise UserError(f"{name}: not a readable .npz file ({type(err).__name__}); "
                         "give the projected_w.npz that projector.py wrote") from None
     if "w" not in arrays:
-        raise UserError(f"--projected-w={path}: has no array 'w' (it has {sorted(arrays)[:5]}); "
+        raise UserError(f"{name}: has no array 'w' (it has {sorted(arrays)[:5]}); "
                         "give the projected_w.npz that projector.py wrote")
     w = arrays["w"]
     want = (G.num_ws, G.w_dim)
-    if w.ndim != 3 or tuple(w.shape[1:]) != want or not np.issubdtype(w.dtype, np.floating):
-        raise UserError(f"--projected-w={path}: 'w' is {w.dtype} of shape {list(w.shape)}, this network needs "
-                        f"floats of shape [N, {want[0]}, {want[1]}]; project into this network first")
+    if w.ndim != 3 or not w.shape[0] or tuple(w.shape[1:]) != want or not np.issubdtype(w.dtype, np.floating):
+        raise UserError(f"{name}: 'w' is {w.dtype} of shape {list(w.shape)}, this network needs "
+                        f"floats of shape [N, {want[0]}, {want[1]}] (N >= 1); project into this network first")
     stored = noise_buffers(G)
     noise = {}
     for key, value in arrays.items():
-        name = key[len(NOISE_KEY_PREFIX):]
-        if key.startswith(NOISE_KEY_PREFIX) and name in stored and tuple(value.shape) == tuple(stored[name].shape):
-            noise[name] = torch.from_numpy(value).float()
+        buffer = key[len(NOISE_KEY_PREFIX):]
+        if key.startswith(NOISE_KEY_PREFIX) and buffer in stored and tuple(value.shape) == tuple(stored[buffer].shape):
+            noise[buffer] = torch.from_numpy(value).float()
     return torch.from_numpy(w).float(), noise

@@ -500,6 +500,11 @@ def test_many_ws_render_one_image_each(tmp_path, small_snapshot):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["proj00.png", "proj01.png", "proj02.png"]
     assert np.array_equal(png(tmp_path / "out" / "proj02.png"),
                           uint8(render_ws(G, ws[2:3]))[0].permute(1, 2, 0).numpy())
+    code, _, err = call(generate, [f"--network={small_snapshot}", f"--projected-w={tmp_path / 'three.npz'}",
+                                   "--size=24x16", f"--outdir={tmp_path / 'wide'}"])  # WxH, as for seeds
+    assert code == 0, err
+    assert np.array_equal(png(tmp_path / "wide" / "proj01.png"),
+                          uint8(render_ws(G, ws[1:2], size=(16, 24)))[0].permute(1, 2, 0).numpy())
 
 
 def test_shim_and_creps_project_are_wired():

@@ -28,6 +28,7 @@ from creps import generate  # noqa: E402
 from creps.checkpoint import save_snapshot  # noqa: E402
 from creps.cli.studio import studio as studio_cli  # noqa: E402
 from creps.config import DatasetInfo, TrainOptions, resolve  # noqa: E402
+from creps.project import render_ws, save_projected_w  # noqa: E402
 from creps.studio import runs  # noqa: E402
 from creps.studio.app import Studio, create_app  # noqa: E402
 from creps.studio.paths import Forbidden, Sources  # noqa: E402
@@ -46,10 +47,15 @@ def tiny_config(cfg: str = "creps"):
     return resolve(options, info)
 
 
-def write_snapshot(path: Path, cfg: str = "creps", kimg: int = 4) -> torch.nn.Module:
+def write_snapshot(path: Path, cfg: str = "creps", kimg: int = 4, noise_strength: float = 0.0):
+    """A snapshot of untrained tiny networks; StyleGAN2's noise inputs at `noise_strength` (0 untrained)."""
     config = tiny_config(cfg)
     torch.manual_seed(kimg)
     nets = build_networks(config, torch.device("cpu"))
+    with torch.no_grad():
+        for name, param in nets.G_ema.named_parameters():
+            if name.endswith("noise_strength"):
+                param.fill_(noise_strength)
     save_snapshot(path, {"G": nets.G, "D": nets.D, "G_ema": nets.G_ema}, training=config, meta={"cur_nimg": kimg * 1000})
     return nets.G_ema
 
@@ -65,8 +71,8 @@ def stats_line(tick: int, kimg: float, g_loss: float, timestamp: float) -> str:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Two folders: `runs` (a run with snapshots, stats, metrics, grids and log; a run with no
-    snapshot yet; a StyleGAN2 snapshot in a subfolder; bad network files) and `outside` (what
-    must never be served)."""
+    snapshot yet; a StyleGAN2 snapshot in a subfolder; bad network files; projection files,
+    good and bad) and `outside` (what must never be served)."""
     root = tmp_path_factory.mktemp("studio")
     runs_dir, outside = root / "runs", root / "outside"
     run = runs_dir / "00000-creps-shapes-gpus1-batch4-gamma1"
@@ -91,7 +97,9 @@ def served(tmp_path_factory):
     (empty / "log.txt").write_text("Training for 1 kimg...\n")
     other = runs_dir / "more" / "nets"
     other.mkdir(parents=True)
-    write_snapshot(other / "sg2.safetensors", cfg="stylegan2")
+    G_sg2 = write_snapshot(other / "sg2.safetensors", cfg="stylegan2", noise_strength=0.5)
+    projections = write_projections(runs_dir / "projections", G, G_sg2)
+    save_projected_w(outside / "projected_w.npz", projections["creps"][0])
     bad = runs_dir / "bad"
     bad.mkdir()
     good_bytes = (run / "network-snapshot-000004.safetensors").read_bytes()
@@ -103,7 +111,28 @@ def served(tmp_path_factory):
     os.symlink(outside / "secret.png", run / "link-out.png")
     os.symlink(run / "fakes_init.png", run / "link-in.png")
     return {"root": root, "runs": runs_dir, "run": run, "empty": empty, "outside": outside, "marker": marker,
-            "G": G, "run_rel": run.name}
+            "G": G, "G_sg2": G_sg2, "run_rel": run.name, "projections": projections}
+
+
+def write_projections(folder: Path, G: torch.nn.Module, G_sg2: torch.nn.Module) -> dict:
+    """projected_w.npz files as projector.py writes them: three ws for the CREPS network, two with
+    noise maps for the StyleGAN2 one; and bad ones (not an npz, no 'w', shapes of another network)."""
+    gen = torch.Generator().manual_seed(5)
+    made = {}
+    for name, net, count in (("creps", G, 3), ("sg2", G_sg2, 2)):
+        z = torch.randn(count, net.z_dim, generator=gen)
+        ws = generate.mapped_ws(net, z, None) + 0.1 * torch.randn(count, net.num_ws, net.w_dim, generator=gen)
+        noise = {key: torch.randn(buf.shape, generator=gen) for key, buf in generate.noise_buffers(net).items()}
+        (folder / name).mkdir(parents=True)
+        save_projected_w(folder / name / "projected_w.npz", ws, noise)
+        made[name] = (ws, noise)
+    bad = folder / "bad"
+    bad.mkdir()
+    (bad / "text.npz").write_text("not an npz")
+    np.savez(bad / "key.npz", latents=np.zeros((1, G.num_ws, G.w_dim), np.float32))
+    np.savez(bad / "num_ws.npz", w=np.zeros((1, G.num_ws + 1, G.w_dim), np.float32))
+    np.savez(bad / "w_dim.npz", w=np.zeros((1, G.num_ws, G.w_dim + 2), np.float32))
+    return made
 
 
 class Client:
@@ -359,6 +388,106 @@ def test_interpolation_and_style_mixing(client, served):
                            layers=f"0-{G.num_ws - 1}"))
     cellm = lambda r, c: mixed[r * RES:(r + 1) * RES, c * RES:(c + 1) * RES].astype(int)  # noqa: E731
     assert np.abs(cellm(2, 3) - cellm(0, 3)).max() <= 1  # every layer taken: the column seed
+
+
+def projection_rel(name: str) -> str:
+    return f"projections/{name}/projected_w.npz"
+
+
+def cells(image: np.ndarray, count: int, side: tuple[int, int]) -> list[np.ndarray]:
+    """The images of a row grid, left to right."""
+    rows, cols = side
+    assert image.shape == (rows, count * cols, 3)
+    return [image[:, i * cols:(i + 1) * cols] for i in range(count)]
+
+
+def test_library_lists_projection_files(client, served):
+    lib = client.get("/api/library").json()
+    assert {p["path"] for p in lib["projections"]} == {
+        projection_rel("creps"), projection_rel("sg2"), "projections/bad/text.npz", "projections/bad/key.npz",
+        "projections/bad/num_ws.npz", "projections/bad/w_dim.npz"}
+    assert all(p["src"] == 0 and p["name"] == p["path"] for p in lib["projections"])
+    assert not any(n["path"].endswith(".npz") for n in lib["networks"])
+
+
+def test_a_projection_file_given_by_itself_is_listed(served):
+    npz = served["root"] / "runs" / projection_rel("creps")
+    sources = Sources([str(npz), str(served["run"] / "network-snapshot-000004.safetensors")])
+    lib = runs.library(sources)
+    assert lib["projections"] == [{"src": 0, "path": "", "name": "projected_w.npz"}]
+    assert lib["networks"] == [{"src": 1, "path": "", "name": "network-snapshot-000004.safetensors"}]
+    studio = Studio(sources, torch.device("cpu"), tile=8)
+    try:
+        image = png(Client(studio).get("/api/render", src=1, mode="projection", proj_src=0))
+        ws, noise = served["projections"]["creps"]
+        want = generate.to_uint8(render_ws(served["G"], ws[1:2], noise))[0]
+        assert np.array_equal(cells(image, 3, (RES, RES))[1], want)
+    finally:
+        studio.close()
+
+
+def test_projection_is_what_render_ws_renders(client, served):
+    G = served["G"]
+    ws, noise = served["projections"]["creps"]
+    response = client.get("/api/render", src=0, path=snapshot_rel(served), mode="projection", proj_src=0,
+                          proj_path=projection_rel("creps"), psi=0.3)  # truncation does not apply
+    info = view_info(response)
+    assert info["mode"] == "projection" and info["grid"] == [3, 1] and info["projection"] == projection_rel("creps")
+    assert info["noise_maps"] == 0  # CREPS has no noise inputs
+    for i, got in enumerate(cells(png(response), 3, (RES, RES))):
+        assert np.array_equal(got, generate.to_uint8(render_ws(G, ws[i:i + 1], noise))[0]), i
+
+
+def test_creps_projection_at_another_output_size(client, served):
+    G = served["G"]
+    ws, noise = served["projections"]["creps"]
+    params = dict(src=0, path=snapshot_rel(served), mode="projection", proj_src=0, proj_path=projection_rel("creps"),
+                  width=40, height=24)
+    response = client.get("/api/render", **params)
+    assert view_info(response)["image_size"] == [24, 40]
+    for i, got in enumerate(cells(png(response), 3, (24, 40))):  # in tiles of 8: a rounding step apart at most
+        want = generate.to_uint8(render_ws(G, ws[i:i + 1], noise, size=(24, 40)))[0]
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, i
+    preview = client.get("/api/render", **params, kind="preview")
+    assert view_info(preview)["preview"] is True and view_info(preview)["full_size"] == [3 * 40, 24]
+
+
+def test_stylegan2_projection_uses_the_files_noise_maps(client, served):
+    G = served["G_sg2"]
+    ws, noise = served["projections"]["sg2"]
+    response = client.get("/api/render", src=0, path="more/nets/sg2.safetensors", mode="projection", proj_src=0,
+                          proj_path=projection_rel("sg2"))
+    assert view_info(response)["noise_maps"] == len(generate.noise_buffers(G)) > 0
+    for i, got in enumerate(cells(png(response), 2, (RES, RES))):
+        assert np.array_equal(got, generate.to_uint8(render_ws(G, ws[i:i + 1], noise))[0]), i
+        own_noise = generate.to_uint8(render_ws(G, ws[i:i + 1]))[0]  # the network's stored maps instead
+        assert np.abs(got.astype(int) - own_noise.astype(int)).mean() > 1, i
+
+
+@pytest.mark.parametrize("proj_path, status, words", [
+    ("projections/bad/text.npz", 422, "projections/bad/text.npz: not a readable .npz file"),
+    ("projections/bad/key.npz", 422, "projections/bad/key.npz: has no array 'w'"),
+    ("projections/bad/num_ws.npz", 422, "this network needs floats of shape [N, {num_ws}, {w_dim}]"),
+    ("projections/bad/w_dim.npz", 422, "this network needs floats of shape [N, {num_ws}, {w_dim}]"),
+    (projection_rel("sg2"), 422, "project into this network first"),  # another network's ws
+    ("../outside/projected_w.npz", 403, "outside the paths this studio serves"),
+    ("projections/missing.npz", 404, "no such projection file"),
+    ("00000-creps-shapes-gpus1-batch4-gamma1/network-snapshot-000004.safetensors", 400, "not a projection file"),
+    (None, 400, "pick a projection file"),
+])
+def test_bad_projection_files_are_errors_and_the_server_goes_on(client, served, proj_path, status, words):
+    G = served["G"]
+    params = {"src": 0, "path": snapshot_rel(served), "mode": "projection", "proj_src": 0}
+    if proj_path is None:
+        del params["proj_src"]
+    else:
+        params["proj_path"] = proj_path
+    response = client.get("/api/render", **params)
+    error = response.json()["error"]
+    assert response.status_code == status and words.format(num_ws=G.num_ws, w_dim=G.w_dim) in error, error
+    assert "\n" not in error and "Traceback" not in error
+    good = client.get("/api/render", **dict(params, proj_src=0, proj_path=projection_rel("creps")))
+    assert good.status_code == 200
 
 
 @pytest.mark.parametrize("params, words", [

@@ -1,6 +1,6 @@
 """creps studio in a real browser (headless Chromium driven by Playwright) on a tiny CREPS run
 trained here: the page lists the run, charts its numbers and follows it live, renders its
-snapshot (truncation, zoom at a new scale) and shows the error of a bad file.
+snapshot (truncation, zoom at a new scale, a projection file) and shows the error of a bad file.
 
 Needs the `playwright` package and the system's Chromium (Debian: apt-get install chromium;
 `make test` installs it when run as root). Playwright's own browser downloads are never used.
@@ -30,6 +30,7 @@ from creps import generate  # noqa: E402
 from creps.checkpoint import load_snapshot  # noqa: E402
 from creps.cli.train import train  # noqa: E402
 from creps.data.synthetic import make_synthetic_dataset  # noqa: E402
+from creps.project import render_ws, save_projected_w  # noqa: E402
 from creps.studio.app import Studio, create_app  # noqa: E402
 from creps.studio.paths import Sources  # noqa: E402
 
@@ -51,7 +52,8 @@ def chromium() -> str:
 @pytest.fixture(scope="session")
 def studio_run(tmp_path_factory) -> dict:
     """A tiny CREPS run trained once per session (2 ticks, a snapshot each), next to a copy that
-    the live-follow test may append to, and a folder of bad files."""
+    the live-follow test may append to, a folder of bad files, and a projection file of two ws
+    for the run's first snapshot."""
     root = tmp_path_factory.mktemp("studio-e2e")
     data = make_synthetic_dataset(str(root / "shapes.zip"), num_images=16, resolution=RES, seed=0)
     outdir = root / "runs"
@@ -67,7 +69,13 @@ def studio_run(tmp_path_factory) -> dict:
     (bad / "truncated.safetensors").write_bytes(snapshot.read_bytes()[:5000])
     (bad / "00000-no-snapshot-yet").mkdir()
     (bad / "00000-no-snapshot-yet" / "log.txt").write_text("Training for 1 kimg...\n")
-    return {"outdir": outdir, "run": run, "live": live / run.name, "bad": bad, "snapshot": snapshot}
+    G = load_snapshot(snapshot, networks=("G_ema",)).G_ema
+    ws = generate.mapped_ws(G, torch.cat([generate.z_from_seed(s, G.z_dim) for s in (5, 6)]), None)
+    projected = root / "projected" / "projected_w.npz"
+    projected.parent.mkdir()
+    save_projected_w(projected, ws)
+    return {"outdir": outdir, "run": run, "live": live / run.name, "bad": bad, "snapshot": snapshot,
+            "projected": projected, "projected_ws": ws}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +83,8 @@ def server(studio_run):
     """The studio on a free port of this machine, in a thread of this process."""
     import uvicorn
 
-    studio = Studio(Sources([str(studio_run["outdir"]), str(studio_run["bad"]), str(studio_run["live"].parent)]),
-                    torch.device("cpu"))
+    studio = Studio(Sources([str(studio_run["outdir"]), str(studio_run["bad"]), str(studio_run["live"].parent),
+                             str(studio_run["projected"].parent)]), torch.device("cpu"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(studio), log_level="warning"))
@@ -240,3 +248,29 @@ def test_bad_snapshot_shows_its_error_and_the_studio_goes_on(page, studio_run):
     assert page.locator("#view-img").is_hidden()
     open_snapshot(page, studio_run)
     assert error.is_hidden()
+
+
+def test_projection_mode_renders_the_picked_file(page, studio_run):
+    first = open_snapshot(page, studio_run)
+    entry = page.locator("#projections [data-projection='projected_w.npz']")
+    assert entry.inner_text() == "projected_w.npz"
+    page.check("input[name=mode][value=projection]")
+    page.select_option("select[name=projection]", "3:projected_w.npz")  # source 3, the projections folder
+    shown = wait_full(page, int(first["seq"]))
+    assert shown["mode"] == "projection" and shown["projection"] == "projected_w.npz"
+    assert shown["natural"] == [2 * RES, RES]  # the file's two ws in a row
+    assert "zoom and pan are for seeds" in page.locator("#projection-note").inner_text()
+    assert page.locator("input[name=psi]").is_hidden()  # truncation does not apply to stored ws
+    assert "active" in entry.get_attribute("class")
+    G = load_snapshot(studio_run["snapshot"], networks=("G_ema",)).G_ema
+    image = shown_image(page)
+    for i in range(2):
+        want = generate.to_uint8(render_ws(G, studio_run["projected_ws"][i:i + 1]))[0]
+        assert np.array_equal(image[:, i * RES:(i + 1) * RES], want), i
+    page.check("input[name=mode][value=seeds]")
+    seeds = wait_full(page, int(shown["seq"]))
+    assert seeds["mode"] == "seeds" and "active" not in entry.get_attribute("class")
+    entry.click()  # picked on the left: the Projection mode again
+    again = wait_full(page, int(seeds["seq"]))
+    assert again["mode"] == "projection" and again["natural"] == [2 * RES, RES]
+    assert page.locator("input[name=mode][value=projection]").is_checked()

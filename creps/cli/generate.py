@@ -89,7 +89,8 @@ def _render_projected_w(G, args, outdir: Path) -> int:
         print("warning: --trunc and --class are ignored when using --projected-w (the ws are rendered as stored)")
     outdir.mkdir(parents=True, exist_ok=True)
     for idx in range(ws.shape[0]):
-        img = render_ws(G, ws[idx:idx + 1], noise, noise_mode=args.noise_mode, scale=args.scale, size=args.size)
+        img = render_ws(G, ws[idx:idx + 1], noise, noise_mode=args.noise_mode, scale=args.scale,
+                        size=rows_cols(args.size))
         write_png(outdir / f"proj{idx:02d}.png", to_uint8(img)[0])
     return 0
 

@@ -19,7 +19,7 @@ def build_parser(prog: str = "creps studio"):
                       "machine: ssh -L 8000:localhost:8000 HOST, and open http://localhost:8000)")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="run directories, folders of runs, network snapshots or published .pkl files, by path "
-                        "or URL (default: the current folder)")
+                        "or URL, and projected_w.npz files (default: the current folder)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every "
                         "interface, which lets anyone who reaches this machine see your runs)")

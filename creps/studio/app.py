@@ -2,12 +2,14 @@
 
   GET /                   the page
   GET /static/<file>      its CSS and JavaScript
-  GET /api/library        runs (with their snapshots) and network files under the served paths
+  GET /api/library        runs (with their snapshots), network files and projection files
+                          (projected_w.npz) under the served paths
   GET /api/run            one run: options, progress, stats.jsonl from a byte offset on, metrics,
                           image grids, log tail (the page polls it to follow a training run)
   GET /api/file           an image of a run (fakes*.png, reals.png)
   GET /api/network        load a network (in the render thread) and describe it
   GET /api/render         a view of a network as PNG; what it shows in the X-Studio-View header
+                          (mode=projection: the ws of the file proj_src, proj_path)
 
 Files are named by (src, path): the index of a served PATH and a path under it. Errors are JSON
 {"error": "..."} with a 4xx status, and the server keeps serving; a request replaced by a newer
@@ -23,6 +25,7 @@ import json
 import re
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -89,6 +92,17 @@ def _network_source(studio: Studio, params: dict[str, str]) -> str:
     return studio.sources.network_source(params["src"], params.get("path", ""))
 
 
+def _view(studio: Studio, params: dict[str, str]) -> views.View:
+    """The view a render request asks for; a projection's file goes through the served paths' checks."""
+    view = views.parse_view(params)
+    if view.mode != "projection":
+        return view
+    if "proj_src" not in params:
+        raise StudioError("projection: pick a projection file (projected_w.npz): proj_src (and proj_path)")
+    path = studio.sources.projection_file(params["proj_src"], params.get("proj_path", ""))
+    return replace(view, projection=str(path), projection_name=params.get("proj_path") or path.name)
+
+
 def _view_key(params: dict[str, str]) -> tuple[str, int]:
     """The view a request is for and its version; without one, a view of its own (nothing replaces it)."""
     view = params.get("view")
@@ -139,7 +153,7 @@ def create_app(studio: Studio) -> Starlette:
         p = _params(request)
         source = _network_source(studio, p)
         view_key, seq = _view_key(p)
-        view = views.parse_view(p)
+        view = _view(studio, p)
         kind = "preview" if view.preview else "full"
         future = studio.worker.submit(view_key, kind, seq, lambda check: studio.render(source, view, check))
         png, info = await asyncio.wrap_future(future)

@@ -16,6 +16,9 @@ from creps.download import is_remote, local_path
 from creps.errors import UserError
 
 
+PROJECTION_SUFFIX = ".npz"  # projected_w.npz, as projector.py writes it
+
+
 class StudioError(Exception):
     """A request the studio refuses or cannot serve: its message goes to the page as JSON."""
 
@@ -38,7 +41,7 @@ class Forbidden(StudioError):
 @dataclass(frozen=True)
 class Source:
     """One PATH given to `creps studio`: a folder (a run or a folder of runs), a network file,
-    or the URL of a network file."""
+    a projection file (projected_w.npz), or the URL of a network file."""
 
     index: int
     given: str
@@ -65,7 +68,7 @@ class Sources:
             path = local_path(text)
             if not path.exists():
                 raise UserError(f"{text}: no such file or directory; give run directories, folders of runs, "
-                                "network snapshots or .pkl files")
+                                "network snapshots, .pkl files or projected_w.npz files")
             items.append(Source(index, text, path.resolve()))
         self.items: tuple[Source, ...] = tuple(items)
 
@@ -112,6 +115,17 @@ class Sources:
         if not path.is_file():
             raise NotFound(f"{rel or source.given}: no such network file")
         return str(path)
+
+    def projection_file(self, src: object, rel: Optional[str] = "") -> Path:
+        """The checked path of a projection file (projected_w.npz) the page names."""
+        source = self.source(src)
+        path = self.resolve(src, rel)
+        name = rel or source.given
+        if not path.is_file():
+            raise NotFound(f"{name}: no such projection file")
+        if path.suffix.lower() != PROJECTION_SUFFIX:
+            raise StudioError(f"{name}: not a projection file; pick a {PROJECTION_SUFFIX} file that projector.py wrote")
+        return path
 
     def relative(self, src: int, path: Path) -> str:
         """`path` relative to source `src`, with forward slashes (how the page names files)."""

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from creps.studio.paths import NotFound, Sources
+from creps.studio.paths import PROJECTION_SUFFIX, NotFound, Sources
 
 SNAPSHOT = re.compile(r"^network-snapshot-(\d+)\.(safetensors|pkl)$")
 FAKES = re.compile(r"^fakes(\d+|_init)\.png$")
@@ -65,15 +65,18 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def library(sources: Sources) -> dict[str, Any]:
-    """Every run and loose network file under the sources: {runs: [...], networks: [...]}."""
+    """Every run, loose network file and projection file (projected_w.npz) under the sources:
+    {runs: [...], networks: [...], projections: [...]}."""
     runs: list[dict] = []
     networks: list[dict] = []
+    projections: list[dict] = []
     for source in sources:
         if source.url is not None:
             networks.append({"src": source.index, "path": "", "name": source.url.rsplit("/", 1)[-1] or source.url})
             continue
         if source.path.is_file():
-            networks.append({"src": source.index, "path": "", "name": source.path.name})
+            found = projections if source.path.suffix.lower() == PROJECTION_SUFFIX else networks
+            found.append({"src": source.index, "path": "", "name": source.path.name})
             continue
         for kind, path in _scan(source.path):
             rel = sources.relative(source.index, path)
@@ -82,13 +85,14 @@ def library(sources: Sources) -> dict[str, Any]:
                 entry["snapshots"] = snapshots(path)
                 runs.append(entry)
             else:
-                networks.append(entry)
-    return {"sources": [s.describe() for s in sources], "runs": runs, "networks": networks}
+                (projections if kind == "projection" else networks).append(entry)
+    return {"sources": [s.describe() for s in sources], "runs": runs, "networks": networks,
+            "projections": projections}
 
 
 def _scan(root: Path) -> Iterator[tuple[str, Path]]:
-    """("run", dir) and ("network", file) under root, breadth first; runs are not searched further
-    (their snapshots are listed with them); symbolic links are not followed."""
+    """("run", dir), ("network", file) and ("projection", file) under root, breadth first; runs
+    are not searched further (their snapshots are listed with them); symbolic links are not followed."""
     if is_run_dir(root):
         yield "run", root
         return
@@ -108,6 +112,8 @@ def _scan(root: Path) -> Iterator[tuple[str, Path]]:
                     queue.append((entry, depth + 1))
             elif entry.suffix in NETWORK_SUFFIXES and entry.is_file():
                 yield "network", entry
+            elif entry.suffix.lower() == PROJECTION_SUFFIX and entry.is_file():
+                yield "projection", entry
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """What the page asks to see, from the request's parameters to pixels (through creps.generate).
 
-Four kinds of view:
-  seeds   a grid of consecutive seeds (first seed, columns x rows)
-  zoom    one seed, a window of its output at any scale (CREPS): only the visible pixels render
-  interp  the straight line in W from one seed to another, in steps
-  mix     style mixing: row seeds take the chosen layers of the column seeds (published layout)
+Five kinds of view:
+  seeds       a grid of consecutive seeds (first seed, columns x rows)
+  zoom        one seed, a window of its output at any scale (CREPS): only the visible pixels render
+  interp      the straight line in W from one seed to another, in steps
+  mix         style mixing: row seeds take the chosen layers of the column seeds (published layout)
+  projection  the ws of a projected_w.npz in a row, with its noise maps (StyleGAN2), as
+              gen_images.py --projected-w renders them (truncation and class do not apply)
 and for all: truncation psi and cutoff, class, noise mode, StyleGAN3 translate / rotate, and
 for CREPS the output size of each image. A preview is the same view at about 64 pixels a side
 (CREPS renders any size, so it is the same image, coarser).
@@ -21,10 +23,11 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from creps import generate
+from creps import generate, project
+from creps.errors import UserError
 from creps.studio.paths import StudioError
 
-MODES = ("seeds", "zoom", "interp", "mix")
+MODES = ("seeds", "zoom", "interp", "mix", "projection")
 NOISE_MODES = ("const", "random", "none")
 PREVIEW_SIDE = 64  # pixels a side of a preview image (per image; a zoom view's whole window)
 MAX_SIDE = 8192  # pixels a side of one image or of a zoom window
@@ -52,6 +55,8 @@ class View:
     size: Optional[tuple[int, int]] = None  # (rows, cols) of each image; None: native
     scale: float = 1.0  # zoom
     region: Optional[tuple[int, int, int, int]] = None  # zoom: (top, left, height, width) at `scale`
+    projection: Optional[str] = None  # projection: its file, a path the app has checked (Sources)
+    projection_name: str = ""  # projection: the file as the page names it (for messages)
     preview: bool = False
 
 
@@ -181,6 +186,8 @@ def check_view(G: torch.nn.Module, view: View) -> None:
         if min(view.region) < 0 or height < 1 or width < 1 or top + height > rows or left + width > cols:
             raise StudioError(f"region: top {top}, left {left}, {height}x{width} is not inside the {cols}x{rows} "
                               f"output at scale {view.scale:g}")
+    if view.mode == "projection":
+        return  # the ws are rendered as stored: no class (load_projection checks the file against G)
     if G.c_dim and view.class_idx is None:
         raise StudioError(f"this is a conditional network: pick a class (0 to {G.c_dim - 1})")
     if G.c_dim and view.class_idx >= G.c_dim:
@@ -210,11 +217,25 @@ def _latents(G: torch.nn.Module, seeds, view: View) -> torch.Tensor:
     return generate.mapped_ws(G, z, c, truncation_psi=view.psi, truncation_cutoff=view.cutoff)
 
 
-def _count_and_size(G: torch.nn.Module, view: View) -> tuple[int, tuple[int, int]]:
+def load_projection(G: torch.nn.Module, view: View) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ws [N, num_ws, w_dim] and noise maps of the view's projection file, checked against G
+    (creps.project.load_projected_w); a bad file is a one-line StudioError naming it."""
+    if view.projection is None:
+        raise StudioError("projection: pick a projection file (projected_w.npz) from the list")
+    try:
+        return project.load_projected_w(view.projection, G, name=view.projection_name or view.projection)
+    except UserError as err:
+        raise StudioError(str(err), status=422) from None
+
+
+def _count_and_size(G: torch.nn.Module, view: View,
+                    projected: Optional[tuple[torch.Tensor, dict]] = None) -> tuple[int, tuple[int, int]]:
     if view.mode == "zoom":
         rows, cols = generate.output_size(G, scale=view.scale)
         region = view.region or (0, 0, rows, cols)
         return 1, (region[2], region[3])
+    if view.mode == "projection":
+        return len(projected[0]), tuple(view.size or generate.output_size(G))  # type: ignore[index, return-value]
     count = {"seeds": view.grid[0] * view.grid[1], "interp": view.steps,
              "mix": (len(view.row_seeds) + 1) * (len(view.col_seeds) + 1)}[view.mode]
     return count, tuple(view.size or generate.output_size(G))  # type: ignore[return-value]
@@ -229,8 +250,10 @@ def render_view(G: torch.nn.Module, view: View, before_each: Optional[Callable[[
     full = view
     if view.preview and generate.supports_any_scale(G):
         view = preview_of(G, view)
-    count, (rows, cols) = _count_and_size(G, view)
-    _, (full_rows, full_cols) = _count_and_size(G, full)
+    # a projection's file is read once, here: its ws decide how many images the view has
+    extra = {"projected": load_projection(G, view)} if view.mode == "projection" else {}
+    count, (rows, cols) = _count_and_size(G, view, **extra)
+    _, (full_rows, full_cols) = _count_and_size(G, full, **extra)
     if count * rows * cols > MAX_PIXELS:
         raise StudioError(f"the view would be {count} images of {cols}x{rows} pixels, more than "
                           f"{MAX_PIXELS // 2**20} megapixels; choose a smaller size or fewer images")
@@ -246,7 +269,7 @@ def render_view(G: torch.nn.Module, view: View, before_each: Optional[Callable[[
     start = time.perf_counter()
     transform = view.translate != (0.0, 0.0) or view.rotate != 0.0
     with generate.transformed(G, view.translate, view.rotate) if transform else contextlib.nullcontext():
-        image, info = _RENDERERS[view.mode](G, view, pieces)
+        image, info = _RENDERERS[view.mode](G, view, pieces, **extra)
     info.update(mode=view.mode, psi=view.psi, width=int(image.shape[1]), height=int(image.shape[0]),
                 preview=view.preview, image_size=[rows, cols], ms=round((time.perf_counter() - start) * 1000, 1),
                 full_size=[image.shape[1] // cols * full_cols, image.shape[0] // rows * full_rows])
@@ -288,7 +311,15 @@ def _mix(G, view: View, pieces):
         "grid": list(grid)}
 
 
-_RENDERERS = {"seeds": _seeds, "zoom": _zoom, "interp": _interp, "mix": _mix}
+def _projection(G, view: View, pieces, projected):
+    ws, noise = projected
+    with project.projected_noise(G, noise):  # what render_ws does: the file's noise maps for G's own
+        images = pieces(ws.to(next(G.parameters()).device))
+    return generate.image_grid(images, (len(ws), 1)), {"projection": view.projection_name, "grid": [len(ws), 1],
+                                                      "noise_maps": len(noise)}
+
+
+_RENDERERS = {"seeds": _seeds, "zoom": _zoom, "interp": _interp, "mix": _mix, "projection": _projection}
 
 
 def network_info(G: torch.nn.Module) -> dict:

@@ -108,9 +108,10 @@ async function loadLibrary() {
 }
 
 function drawLibrary() {
-  const runs = $("#runs"), nets = $("#networks");
+  const runs = $("#runs"), nets = $("#networks"), projs = $("#projections");
   runs.textContent = "";
   nets.textContent = "";
+  projs.textContent = "";
   for (const run of library.runs) {
     const li = document.createElement("li");
     const button = text("button", run.name, "item");
@@ -135,9 +136,52 @@ function drawLibrary() {
     li.appendChild(button);
     nets.appendChild(li);
   }
+  const chosen = modeName() === "projection" ? projectionValue() : "";
+  for (const proj of library.projections) {
+    const li = document.createElement("li");
+    const button = text("button", proj.name, "item");
+    button.dataset.projection = proj.path;
+    button.title = proj.path || proj.name;
+    button.classList.toggle("active", chosen === `${proj.src}:${proj.path}`);
+    button.addEventListener("click", () => pickProjection(proj));
+    li.appendChild(button);
+    projs.appendChild(li);
+  }
+  projectionOptions();
   $("#no-runs").hidden = library.runs.length > 0;
   $("#no-networks").hidden = library.networks.length > 0;
+  $("#no-projections").hidden = library.projections.length > 0;
   $("#sources").textContent = `Serving ${library.sources.map((s) => s.given).join(", ")}`;
+}
+
+// The projection files (projected_w.npz) in the Projection mode's list, as "SRC:PATH"; the
+// chosen one stays chosen while it is listed.
+function projectionOptions() {
+  const select = form.elements.projection;
+  const keep = select.value;
+  select.textContent = "";
+  for (const proj of library.projections) {
+    select.appendChild(new Option(proj.path || proj.name, `${proj.src}:${proj.path}`));
+  }
+  if (library.projections.some((proj) => `${proj.src}:${proj.path}` === keep)) select.value = keep;
+}
+
+function projectionValue() {
+  return form.elements.projection.value;
+}
+
+// A projection picked on the left: the Projection mode shows it with the open network.
+function pickProjection(proj) {
+  form.elements.projection.value = `${proj.src}:${proj.path}`;
+  form.elements.mode.value = "projection";
+  showMode();
+  drawLibrary();
+  showTab("explore");
+  if (ex.info) render(true);
+  else if (!ex.net) {
+    $("#explore-empty").textContent =
+      `Pick the network to render ${proj.path || proj.name} with: a snapshot of a run, or a network file, on the left.`;
+  }
 }
 
 function snapshotChip(run, snap) {
@@ -451,6 +495,10 @@ function viewParams() {
   if (mode === "seeds") Object.assign(p, { seed: f.seed.value || "0", cols: f.cols.value || "1", rows: f.rows.value || "1" });
   if (mode === "interp") Object.assign(p, { seed: f.seed_a.value || "0", seed_to: f.seed_to.value || "1", steps: f.steps.value || "5" });
   if (mode === "mix") Object.assign(p, { row_seeds: f.row_seeds.value, col_seeds: f.col_seeds.value, layers: f.layers.value });
+  if (mode === "projection" && projectionValue()) {
+    const value = projectionValue(), i = value.indexOf(":");
+    Object.assign(p, { proj_src: value.slice(0, i), proj_path: value.slice(i + 1) });
+  }
   if (mode === "zoom") {
     const g = zoomGeometry();
     Object.assign(p, { seed: f.seed.value || "0", scale: String(ex.zoom.scale), region: `${g.top},${g.left},${g.h},${g.w}` });
@@ -545,11 +593,14 @@ async function fetchView(params) {
   img.classList.toggle("preview", kind === "preview");
   Object.assign(img.dataset, { kind, mode: info.mode, seq: String(seq), width: String(info.width), height: String(info.height),
                                psi: String(info.psi), scale: info.scale === undefined ? "" : String(info.scale),
-                               region: info.region ? info.region.join(",") : "" });
+                               region: info.region ? info.region.join(",") : "", projection: info.projection || "" });
   $("#save-png").disabled = false;
   const bits = [`${info.width}×${info.height}`, kind === "preview" ? "preview" : "full"];
   if (info.mode === "zoom") bits.push(`window of ${info.output[1]}×${info.output[0]} at ${Charts.fmt(info.scale)}×`);
   else if (info.image_size) bits.push(`${info.image_size[1]}×${info.image_size[0]} each`);
+  if (info.mode === "projection") {
+    bits.push(`${info.grid[0]} w of ${info.projection}${info.noise_maps ? " with its noise maps" : ""}`);
+  }
   bits.push(`${Math.round(info.ms)} ms`);
   status.textContent = bits.join(" · ") + (kind === "preview" && seq === ex.seq ? " · rendering full…" : "");
 }
@@ -720,9 +771,10 @@ form.addEventListener("input", (e) => {
   if (e.target.type === "range") renderSoon();  // a slider moves: previews only (CREPS), or replacing renders
 });
 form.addEventListener("change", (e) => {
-  if (e.target.name === "mode") {
+  if (e.target.name === "mode" || e.target.name === "projection") {
     showMode();
     if (modeName() === "zoom") fitZoom();
+    if (library) drawLibrary();  // the projection shown is marked on the left
   }
   render(true);
 });
@@ -739,7 +791,8 @@ $("#save-png").addEventListener("click", () => {
   const info = ex.shownInfo || {};
   const base = (ex.net.path || ex.net.label || "network").split("/").pop().replace(/\.[^.]*$/, "");
   const what = info.mode === "zoom" ? `seed${info.seeds[0]}-x${Charts.fmt(info.scale)}` :
-    info.seeds ? `seed${info.seeds[0]}` : info.mode;
+    info.seeds ? `seed${info.seeds[0]}` :
+    info.projection ? info.projection.split("/").slice(-2).join("-").replace(/\.[^.]*$/, "") : info.mode;
   const a = document.createElement("a");
   a.href = ex.url;
   a.download = `${base}-${info.mode || "view"}-${what}.png`;
