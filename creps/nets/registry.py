@@ -25,8 +25,8 @@ class UnknownFamily(ValueError):
 
 
 __all__ = ["UnknownFamily", "CONFIG_NAMES", "FAMILIES", "PRESETS", "Capability", "Family", "Preset", "build",
-           "build_published", "config_from_record",
-           "config_record", "family_named", "family_of", "preset_named", "published_family", "check_tensors", "set_training_switches"]
+           "build_published", "config_from_record", "config_record", "family_named", "family_of", "preset_named",
+           "published_family", "check_tensors", "set_training_switches"]
 
 
 def family_named(name: str) -> Family:

@@ -493,7 +493,8 @@ def from_published(init: Mapping[str, Any]) -> StyleGAN3Config:
 FAMILY = Family(
     name="stylegan3", role="G", config=StyleGAN3Config, network=Generator, published_name="stylegan3.Generator",
     from_published=from_published, marker="synthesis.input.freqs",
-    capabilities=frozenset({Capability.USER_TRANSFORM, Capability.FUSED_LRELU}), transform_buffer=lambda G: G.synthesis.input.transform,
+    capabilities=frozenset({Capability.USER_TRANSFORM, Capability.FUSED_LRELU}),
+    transform_buffer=lambda G: G.synthesis.input.transform,
     presets=(
         Preset("stylegan3-t", train_py_config_t, glr=0.0025, mapping_layers=2,
                matches=lambda config: not config.use_radial_filters),
