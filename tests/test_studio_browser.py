@@ -134,10 +134,12 @@ def shown_image(page) -> np.ndarray:
     return np.asarray(PIL.Image.open(io.BytesIO(bytes(data))).convert("RGB"))
 
 
-def wait_full(page, after_seq: int = 0) -> dict:
-    """Wait for a full render newer than `after_seq`; its data-* attributes."""
-    page.wait_for_function("s => { const d = document.querySelector('#view-img').dataset;"
-                           " return d.kind === 'full' && Number(d.seq) > s; }", arg=after_seq)
+def wait_full(page, after_seq: int = 0, mode: str = "") -> dict:
+    """Wait for a full render newer than `after_seq` (and of `mode`, if given: a change event that
+    changed nothing still asks for a render, which may arrive after the wait); its data-* attributes."""
+    page.wait_for_function("([s, m]) => { const d = document.querySelector('#view-img').dataset;"
+                           " return d.kind === 'full' && Number(d.seq) > s && (!m || d.mode === m); }",
+                           arg=[after_seq, mode])
     return page.eval_on_selector("#view-img", "img => ({...img.dataset, natural: [img.naturalWidth, img.naturalHeight]})")
 
 
@@ -211,7 +213,7 @@ def test_creps_zoom_renders_the_window_at_the_new_scale(page, studio_run):
     first = open_snapshot(page, studio_run)
     page.add_style_tag(content="#stage.zoom { width: 256px; height: 192px; }")  # a small window renders fast
     page.check("input[name=mode][value=zoom]")
-    fit = wait_full(page, int(first["seq"]))
+    fit = wait_full(page, int(first["seq"]), mode="zoom")
     assert fit["mode"] == "zoom"
     scale = float(fit["scale"])
     page.evaluate("""() => {  // every image the page shows, in order
@@ -238,6 +240,11 @@ def test_creps_zoom_renders_the_window_at_the_new_scale(page, studio_run):
                                              region=(top, left, height, width)))[0]
     assert np.abs(shown_image(page).astype(int) - want.astype(int)).max() <= 1
     assert page.locator("#zoom-scale").inner_text().endswith("×")
+    page.add_style_tag(content="#stage.zoom { width: 160px; }")  # the window changes size: rendered again
+    resized = wait_full(page, int(zoomed["seq"]), mode="zoom")
+    stage = page.locator("#stage").evaluate("s => [s.clientWidth, s.clientHeight]")
+    assert stage[0] < width and resized["natural"] == [stage[0], min(stage[1], size)]
+    assert float(resized["scale"]) == float(zoomed["scale"])
 
 
 def test_bad_snapshot_shows_its_error_and_the_studio_goes_on(page, studio_run):
@@ -268,9 +275,9 @@ def test_projection_mode_renders_the_picked_file(page, studio_run):
         want = generate.to_uint8(render_ws(G, studio_run["projected_ws"][i:i + 1]))[0]
         assert np.array_equal(image[:, i * RES:(i + 1) * RES], want), i
     page.check("input[name=mode][value=seeds]")
-    seeds = wait_full(page, int(shown["seq"]))
+    seeds = wait_full(page, int(shown["seq"]), mode="seeds")
     assert seeds["mode"] == "seeds" and "active" not in entry.get_attribute("class")
     entry.click()  # picked on the left: the Projection mode again
-    again = wait_full(page, int(seeds["seq"]))
+    again = wait_full(page, int(seeds["seq"]), mode="projection")
     assert again["mode"] == "projection" and again["natural"] == [2 * RES, RES]
     assert page.locator("input[name=mode][value=projection]").is_checked()

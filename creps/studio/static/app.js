@@ -501,6 +501,7 @@ function viewParams() {
   }
   if (mode === "zoom") {
     const g = zoomGeometry();
+    ex.zoomStage = `${g.vw}x${g.vh}`;
     Object.assign(p, { seed: f.seed.value || "0", scale: String(ex.zoom.scale), region: `${g.top},${g.left},${g.h},${g.w}` });
   }
   return p;
@@ -747,11 +748,11 @@ stage.addEventListener("keydown", (e) => {
 $("#zoom-in").addEventListener("click", () => zoomAt(stage.clientWidth / 2, stage.clientHeight / 2, 1.25));
 $("#zoom-out").addEventListener("click", () => zoomAt(stage.clientWidth / 2, stage.clientHeight / 2, 0.8));
 $("#zoom-reset").addEventListener("click", () => { fitZoom(); resetLens(); render(true); });
-if (window.ResizeObserver) {
-  let last = "";
+if (window.ResizeObserver) {  // a window of another size than the last zoom request's: render it again
   new ResizeObserver(() => {
-    const now = `${stage.clientWidth}x${stage.clientHeight}`;
-    if (now !== last && ex.info && modeName() === "zoom") { last = now; renderFullLater(300); }
+    if (!ex.info || modeName() !== "zoom") return;
+    const g = zoomGeometry();
+    if (`${g.vw}x${g.vh}` !== ex.zoomStage) renderFullLater(300);
   }).observe(stage);
 }
 
