@@ -309,18 +309,28 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
 def spawn(fn: Callable[..., None], size: int, temp_dir: str, args: tuple = (), what: str = "worker") -> None:
     """Run fn(world, *args) in `size` local processes joined through a file in `temp_dir`;
     a rank that fails ends the others, and its error becomes one UserError line here
-    ("a <what> process failed: ...")."""
-    init_file = os.path.abspath(os.path.join(temp_dir, ".distributed_init"))
+    ("a <what> process failed: ..."); ranks that stopped on request (KeyboardInterrupt) make it
+    a KeyboardInterrupt here, once every rank is done."""
+    temp_dir = os.path.abspath(temp_dir)
     try:
-        torch.multiprocessing.spawn(_spawned, args=(fn, size, f"file://{init_file}", args), nprocs=size, join=True)
+        torch.multiprocessing.spawn(_spawned, args=(fn, size, temp_dir, args), nprocs=size, join=True)
     except torch.multiprocessing.ProcessRaisedException as err:
         last = str(err).strip().splitlines()[-1]
         raise UserError(f"a {what} process failed: {last.split('Error: ', 1)[-1]}") from None
+    if any(name.startswith("stopped-") for name in os.listdir(temp_dir)):
+        raise KeyboardInterrupt  # the ranks stopped on request (SIGINT/SIGTERM), not at the end
 
 
-def _spawned(rank: int, fn: Callable[..., None], size: int, init_method: str, args: tuple) -> None:
-    with joined(World(rank=rank, size=size, local_rank=rank), init_method=init_method) as world:
-        fn(world, *args)
+def _spawned(rank: int, fn: Callable[..., None], size: int, temp_dir: str, args: tuple) -> None:
+    init_method = f"file://{os.path.join(temp_dir, '.distributed_init')}"
+    try:
+        with joined(World(rank=rank, size=size, local_rank=rank), init_method=init_method) as world:
+            fn(world, *args)
+    except KeyboardInterrupt:
+        # A stop on request: the rank ends as one that finished (an exit code would make the
+        # parent end the others, which may still be writing the training state) and leaves a
+        # mark that the parent reads once all are done.
+        open(os.path.join(temp_dir, f"stopped-{rank}"), "w").close()
     leave_process(0)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,4 +115,47 @@ def test_two_ranks_stop_and_resume_equal_an_uninterrupted_run(data, tmp_path):
     assert train([f"--outdir={full}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.048"]) == 0
     assert train([f"--outdir={part}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.016"]) == 0
     assert train([f"--outdir={part}", f"--data={data}", "--gpus=2", *flags, "--kimg=0.048", "--resume=auto"]) == 0
+    assert_same_tensors(final_snapshot(full), final_snapshot(part))
+
+
+def _spawned_ranks(parent: int) -> list[int]:
+    """The pids of the ranks a `--gpus=N` run spawned, in the order they started."""
+    ranks = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"spawn_main" in (entry / "cmdline").read_bytes():
+                ranks.append(int(entry.name))
+        except (ValueError, OSError, IndexError):
+            continue
+    return sorted(ranks)
+
+
+def test_a_stop_sent_to_one_rank_stops_every_rank_at_one_step_then_resumes_exactly(data, tmp_path):
+    """SIGTERM to rank 1 alone: the ranks agree on the step to stop at (no hang, no rank left
+    behind), rank 0 writes the training state, the command exits 130 like a stopped one-process
+    run, and the resumed run ends bit-identical to an uninterrupted one."""
+    from creps.cli.train import train
+
+    flags = [*TINY_TRAIN_FLAGS, "--gpus=2", "--kimg=0.064"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train([f"--outdir={full}", f"--data={data}", *flags]) == 0
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), f"--outdir={part}", f"--data={data}", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(part.glob("*/training-state-*.safetensors")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no training state before the end"
+            time.sleep(0.05)
+        ranks = _spawned_ranks(proc.pid)
+        assert len(ranks) == 2
+        os.kill(ranks[1], signal.SIGTERM)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    (run_dir,) = [p for p in part.iterdir() if p.is_dir()]
+    log = (run_dir / "log.txt").read_text()
+    assert "A stop received at" in log and "Exiting..." not in log, log
+    assert train([f"--outdir={part}", f"--data={data}", *flags, "--resume=auto"]) == 0
     assert_same_tensors(final_snapshot(full), final_snapshot(part))

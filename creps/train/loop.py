@@ -200,6 +200,39 @@ def stop_requested(stop: GracefulStop, world: World) -> bool:
     return bool(all_sum(torch.tensor([1.0 if stop.requested else 0.0]), world).item() > 0)
 
 
+class StopPoll:
+    """`stop_requested` once per step, without waiting for the device: each call adds this rank's
+    request to a sum over ranks that stays on the device, and answers with the previous call's sum
+    (done by then: it was queued a whole step earlier). Every rank gets the same answer at the same
+    step; a stop lands one step after it is asked for."""
+
+    def __init__(self, stop: GracefulStop, world: World, device: torch.device):
+        self.stop, self.world, self.device = stop, world, device
+        self.pending: Optional[tuple[torch.Tensor, Optional[torch.cuda.Event]]] = None
+
+    def __call__(self) -> bool:
+        if not self.world.enabled:
+            return self.stop.requested is not None
+        previous, self.pending = self.pending, self._ask()
+        if previous is None:
+            return False
+        total, done = previous
+        if done is not None:
+            done.synchronize()
+        return bool(total.item() > 0)
+
+    def _ask(self) -> tuple[torch.Tensor, Optional[torch.cuda.Event]]:
+        # torch.full, not torch.tensor: no copy from the host, which would wait for the device
+        total = all_sum(torch.full([1], 1.0 if self.stop.requested else 0.0, device=self.device), self.world)
+        if total.device.type != "cuda":
+            return total, None
+        host = torch.empty(1, pin_memory=True)
+        host.copy_(total, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+
 def save_state(run_dir: Path, cfg: TrainConfig, nets: Networks, trainer: Trainer, progress: Progress,
                log: RunLog, world: World = SINGLE) -> Optional[Path]:
     """Every rank calls this: each hands rank 0 its own random states and per-process tensors,
@@ -307,6 +340,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                           start=progress.cur_nimg, rank=world.rank, world_size=world.size)
     grid = setup_grid(dataset, cfg, device)
     stop = GracefulStop()
+    poll = StopPoll(stop, world, device)
     writer = TickWriter(run_dir, log) if world.is_main else None
     try:
         with stop:
@@ -322,7 +356,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                 progress.cur_nimg += cfg.batch_size
                 progress.batch_idx += 1
 
-                if stop_requested(stop, world):
+                if poll():
                     progress.elapsed_sec += time.time() - session_start
                     log(f"{stop.requested or 'A stop'} received at {progress.cur_nimg / 1e3:.1f} kimg: "
                         "saving training state")
