@@ -361,6 +361,7 @@ def run(cfg: TrainConfig, run_dir: Path, log: Optional[RunLog] = None,
                     log(f"{stop.requested or 'A stop'} received at {progress.cur_nimg / 1e3:.1f} kimg: "
                         "saving training state")
                     save_state(run_dir, cfg, nets, trainer, progress, log, world)
+                    barrier(world)  # no rank ends (which may end the others) before the state is written
                     raise KeyboardInterrupt
                 done = progress.cur_nimg >= cfg.total_kimg * 1000
                 due = progress.cur_nimg >= progress.tick_start_nimg + cfg.kimg_per_tick * 1000
