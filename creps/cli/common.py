@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from creps.errors import RunFailure, UserError
 
@@ -24,32 +24,28 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
-def positive_int(text: str) -> int:
-    """A whole number of at least 1 (e.g. --num-steps)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(kind: type, what: str, problem: Callable[[Any], Optional[str]]) -> Callable[[str], Any]:
+    """An argument type: text -> kind, refused with `problem(value)` when that is not None."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if problem(value) is not None:
+            raise argparse.ArgumentTypeError(problem(value))
+        return value
+
+    return parse
+
+
+positive_int = _number(int, "a whole number", lambda v: f"must be at least 1, got {v}" if v < 1 else None)
+positive_float = _number(float, "a number", lambda v: "must be positive" if v <= 0 else None)
 
 
 def add_network_option(p: argparse.ArgumentParser) -> None:
     """--network, as every command that reads a network takes it."""
     p.add_argument("--network", required=True, metavar="PATH|URL",
                    help="network snapshot (.safetensors) or published network pickle (.pkl)")
-
-
-def positive_float(text: str) -> float:
-    """A number greater than zero (e.g. --scale)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -144,12 +140,9 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     (a peer or the network failed) -> the same line and exit code 1."""
     try:
         return int(fn() or 0)
-    except UserError as err:
+    except (UserError, RunFailure) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RunFailure as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UserError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
