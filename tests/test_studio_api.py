@@ -29,7 +29,7 @@ from creps.checkpoint import save_snapshot  # noqa: E402
 from creps.cli.studio import studio as studio_cli  # noqa: E402
 from creps.config import DatasetInfo, TrainOptions, resolve  # noqa: E402
 from creps.project import render_ws, save_projected_w  # noqa: E402
-from creps.studio import runs  # noqa: E402
+from creps.studio import runs, views  # noqa: E402
 from creps.studio.app import Studio, create_app  # noqa: E402
 from creps.studio.paths import Forbidden, Sources  # noqa: E402
 from creps.studio.worker import Superseded  # noqa: E402
@@ -166,7 +166,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(served):
-    studio = Studio(Sources([str(served["runs"])]), torch.device("cpu"), tile=8)
+    studio = Studio(Sources([str(served["runs"])]), torch.device("cpu"), tile=8, preview_seconds=None)
     yield Client(studio)
     studio.close()
 
@@ -368,6 +368,34 @@ def test_creps_zoom_renders_just_the_window_at_the_scale(client, served):
     pinfo = view_info(preview)
     assert pinfo["scale"] == pytest.approx(40 / 4) and pinfo["region"] == [25, 50, 64, 32]
     assert png(preview).shape == (64, 32, 3) and pinfo["full_size"] == [128, 256]
+
+
+def test_preview_factor_keeps_a_preview_within_its_pixel_budget():
+    assert views.preview_factor(256, 256) == 64 / 256  # no budget: PREVIEW_SIDE a side
+    assert views.preview_factor(40, 30) == 1.0  # already small
+    k = views.preview_factor(256, 256, count=6, pixels=6000)
+    assert 6 * (256 * k) ** 2 == pytest.approx(6000) and k < 64 / 256
+    assert views.preview_factor(256, 256, count=6, pixels=10) == views.MIN_PREVIEW_SIDE / 256  # the floor
+    assert views.preview_factor(256, 256, pixels=1e9) == 64 / 256  # a fast network: the usual side
+
+
+def test_previews_get_smaller_when_the_network_renders_them_slowly(served):
+    """The studio times each preview of a network; the next ones are sized to render in
+    preview_seconds at that pace (a slow network or machine: coarser previews, sooner)."""
+    studio = Studio(Sources([str(served["runs"])]), torch.device("cpu"), tile=8)
+    client = Client(studio)
+    try:
+        params = dict(src=0, path=snapshot_rel(served), seed=1, cols=3, rows=2, width=200, height=200, kind="preview")
+        first = client.get("/api/render", **params)
+        assert view_info(first)["image_size"] == [64, 64]  # not timed yet: PREVIEW_SIDE a side
+        (source,) = studio.preview_rate
+        assert studio.preview_rate[source] > 0
+        studio.preview_rate[source] = 6 * 40 * 40 / studio.preview_seconds  # as if 6 x 40 x 40 pixels took that long
+        slow = client.get("/api/render", **params)
+        assert view_info(slow)["image_size"] == [40, 40] and png(slow).shape == (80, 120, 3)
+        assert studio.preview_rate[source] != 6 * 40 * 40 / studio.preview_seconds  # timed again
+    finally:
+        studio.close()
 
 
 def test_interpolation_and_style_mixing(client, served):

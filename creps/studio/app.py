@@ -51,17 +51,27 @@ class Studio:
 
     `tile`: pixels a side of the pieces a CREPS view renders in; `piece_pixels`: pixels of all
     images rendered in one call. Smaller pieces let a newer request stop an older render sooner.
-    `load(source, device)` loads a network (load_snapshot; tests pass their own).
+    `load(source, device)` loads a network (load_snapshot; tests pass their own). Previews are
+    timed, and the next ones of a network made small enough to render in `preview_seconds`
+    (None: always about views.PREVIEW_SIDE pixels a side).
     """
 
     def __init__(self, sources: Sources, device: torch.device, cache_size: int = 3, tile: Optional[int] = None,
-                 piece_pixels: Optional[int] = None, load: Optional[Callable] = None):
+                 piece_pixels: Optional[int] = None, load: Optional[Callable] = None,
+                 preview_seconds: Optional[float] = views.PREVIEW_SECONDS):
         cpu = device.type == "cpu"
-        self.sources, self.device = sources, device
+        self.sources, self.device, self.preview_seconds = sources, device, preview_seconds
         self.tile = tile or (128 if cpu else 512)
         self.piece_pixels = piece_pixels or (self.tile * self.tile if cpu else 2**20)
         self.worker = RenderWorker()
         self.cache = NetworkCache(device, cache_size, load)
+        self.preview_rate: dict[str, float] = {}  # network -> pixels a second its previews rendered at
+
+    def preview_pixels(self, source: str) -> Optional[float]:
+        """How many pixels a preview of this network may have to render in `preview_seconds`
+        (None until one has been timed)."""
+        rate = self.preview_rate.get(source)
+        return None if rate is None or self.preview_seconds is None else rate * self.preview_seconds
 
     def network_info(self, source: str, check: Callable[[], None]) -> dict[str, Any]:
         snap = self.cache.get(source)
@@ -74,8 +84,13 @@ class Studio:
     def render(self, source: str, view: views.View, check: Callable[[], None]) -> tuple[bytes, dict]:
         G = self.cache.get(source).G_ema
         check()
-        image, info = views.render_view(G, view, before_each=check, tile=self.tile, max_pixels=self.piece_pixels)
+        image, info = views.render_view(G, view, before_each=check, tile=self.tile, max_pixels=self.piece_pixels,
+                                        preview_pixels=self.preview_pixels(source) if view.preview else None)
         check()
+        if info["preview"] and info["ms"] > 0:  # the time includes what does not scale with pixels: a safe side
+            rate = image.shape[0] * image.shape[1] / (info["ms"] / 1000)
+            last = self.preview_rate.get(source)
+            self.preview_rate[source] = rate if last is None else (last + rate) / 2
         return png_bytes(image), info
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ Five kinds of view:
               gen_images.py --projected-w renders them (truncation and class do not apply)
 and for all: truncation psi and cutoff, class, noise mode, StyleGAN3 translate / rotate, and
 for CREPS the output size of each image. A preview is the same view at about 64 pixels a side
-(CREPS renders any size, so it is the same image, coarser).
+(CREPS renders any size, so it is the same image, coarser), smaller when a pixel budget says
+so (the server's estimate of what renders in PREVIEW_SECONDS), but not under 24 pixels a side.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from creps.studio.paths import StudioError
 MODES = ("seeds", "zoom", "interp", "mix", "projection")
 NOISE_MODES = ("const", "random", "none")
 PREVIEW_SIDE = 64  # pixels a side of a preview image (per image; a zoom view's whole window)
+MIN_PREVIEW_SIDE = 24  # ... and no fewer, whatever the pixel budget
+PREVIEW_SECONDS = 0.2  # what a preview may take to render (the page shows it within about 0.3 s)
 MAX_SIDE = 8192  # pixels a side of one image or of a zoom window
 MAX_PIXELS = 64 * 2**20  # pixels of a whole view
 MAX_SCALE = 64.0  # zoom: output scale
@@ -194,20 +197,32 @@ def check_view(G: torch.nn.Module, view: View) -> None:
         raise StudioError(f"class {view.class_idx} is out of range for a network with {G.c_dim} classes")
 
 
-def preview_of(G: torch.nn.Module, view: View) -> View:
-    """The same view at about PREVIEW_SIDE pixels a side (CREPS): each image smaller, or for a
-    zoom the same window at a proportionally smaller scale."""
+def preview_factor(height: int, width: int, count: int = 1, pixels: Optional[float] = None) -> float:
+    """How much smaller a preview of `count` images of height x width is: PREVIEW_SIDE pixels a
+    side at most, `pixels` pixels in all at most (when given), MIN_PREVIEW_SIDE a side at least
+    (unless the view is smaller than that)."""
+    side = max(height, width)
+    k = min(1.0, PREVIEW_SIDE / side)
+    if pixels is not None:
+        k = min(k, max(math.sqrt(pixels / (count * height * width)), MIN_PREVIEW_SIDE / side))
+    return min(1.0, k)
+
+
+def preview_of(G: torch.nn.Module, view: View, count: int = 1, pixels: Optional[float] = None) -> View:
+    """The same view at about PREVIEW_SIDE pixels a side (CREPS), or fewer to keep its `count`
+    images within `pixels` pixels: each image smaller, or for a zoom the same window at a
+    proportionally smaller scale."""
     if view.mode == "zoom":
         rows, cols = generate.output_size(G, scale=view.scale)
         top, left, height, width = view.region or (0, 0, rows, cols)
-        k = min(1.0, PREVIEW_SIDE / max(height, width))
+        k = preview_factor(height, width, 1, pixels)
         scale = view.scale * k
         prows, pcols = generate.output_size(G, scale=scale)
         h, w = min(prows, max(2, round(height * k))), min(pcols, max(2, round(width * k)))
         t, l = min(prows - h, math.floor(top * k)), min(pcols - w, math.floor(left * k))
         return replace(view, scale=scale, region=(t, l, h, w))
     rows, cols = view.size or generate.output_size(G)
-    k = min(1.0, PREVIEW_SIDE / max(rows, cols))
+    k = preview_factor(rows, cols, count, pixels)
     return replace(view, size=(max(2, round(rows * k)), max(2, round(cols * k))))
 
 
@@ -242,18 +257,20 @@ def _count_and_size(G: torch.nn.Module, view: View,
 
 
 def render_view(G: torch.nn.Module, view: View, before_each: Optional[Callable[[], None]] = None,
-                tile: int = 256, max_pixels: int = 2**18) -> tuple[np.ndarray, dict]:
+                tile: int = 256, max_pixels: int = 2**18,
+                preview_pixels: Optional[float] = None) -> tuple[np.ndarray, dict]:
     """The view as one uint8 HWC image and what it shows (size, scale, region, timing). CREPS
     views render in tiles of at most `tile` pixels a side, `max_pixels` pixels at a time;
-    `before_each()` runs before each piece (it raises to stop a render no longer wanted)."""
+    `before_each()` runs before each piece (it raises to stop a render no longer wanted). A
+    preview has `preview_pixels` pixels at most (see preview_of)."""
     check_view(G, view)
     full = view
-    if view.preview and generate.supports_any_scale(G):
-        view = preview_of(G, view)
     # a projection's file is read once, here: its ws decide how many images the view has
     extra = {"projected": load_projection(G, view)} if view.mode == "projection" else {}
-    count, (rows, cols) = _count_and_size(G, view, **extra)
-    _, (full_rows, full_cols) = _count_and_size(G, full, **extra)
+    count, (full_rows, full_cols) = _count_and_size(G, full, **extra)
+    if view.preview and generate.supports_any_scale(G):
+        view = preview_of(G, view, count, preview_pixels)
+    _, (rows, cols) = _count_and_size(G, view, **extra)
     if count * rows * cols > MAX_PIXELS:
         raise StudioError(f"the view would be {count} images of {cols}x{rows} pixels, more than "
                           f"{MAX_PIXELS // 2**20} megapixels; choose a smaller size or fewer images")
