@@ -23,7 +23,6 @@ class UnsafePickle(ValueError):
     """The file holds something a published network pickle does not (refused unread)."""
 
 
-
 # ---------------------------------------------------------------------------------------
 # NumPy values.
 
@@ -80,15 +79,7 @@ class _RecordedArray:
         if not (isinstance(state, tuple) and len(state) == 5):
             raise UnsafePickle("a NumPy array with a malformed state")
         _version, shape, dtype, fortran, raw = state
-        raw = _latin1_bytes(raw)
-        if not (isinstance(dtype, _RecordedDType) and isinstance(raw, (bytes, bytearray)) and isinstance(shape, tuple)
-                and all(isinstance(n, int) and n >= 0 for n in shape)):
-            raise UnsafePickle("a NumPy array that is not plain numbers")
-        count = int(np.prod(shape)) if shape else 1
-        if len(raw) != count * dtype.dtype.itemsize:
-            raise UnsafePickle("a NumPy array whose data does not match its shape")
-        flat = np.frombuffer(bytes(raw), dtype=dtype.dtype)
-        self.array = flat.reshape(shape, order="F" if fortran else "C").copy()
+        self.array = _numpy_frombuffer(_latin1_bytes(raw), dtype, shape, "F" if fortran else "C")
 
 
 _NDARRAY = object()  # what the file's `numpy.ndarray` global resolves to
@@ -96,7 +87,8 @@ _NDARRAY = object()  # what the file's `numpy.ndarray` global resolves to
 
 def _numpy_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
     """Stand-in for `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)`, which
-    protocol 5 uses for contiguous arrays."""
+    protocol 5 uses for contiguous arrays (and `_RecordedArray` for the others): the bytes
+    must be exactly `shape` numbers."""
     if not (isinstance(buffer, (bytes, bytearray)) and isinstance(dtype, _RecordedDType) and isinstance(shape, tuple)
             and all(isinstance(n, int) and n >= 0 for n in shape) and order in ("C", "F")):
         raise UnsafePickle("a NumPy array that is not plain numbers")
@@ -116,7 +108,6 @@ def _builtin_set(items: Any = ()) -> set:
     if not isinstance(items, (list, tuple)):
         raise UnsafePickle("a set built from something other than a list")
     return set(items)
-
 
 
 DATA_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
@@ -146,9 +137,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _NDARRAY
         if key in self.allowed:
             return self.allowed[key]
-        return self.other_global(module, name)
-
-    def other_global(self, module: str, name: str) -> Any:
         raise UnsafePickle(f"the file names the global {module}.{name}, which {self.what} does not contain; "
                            "refusing to load it")
 

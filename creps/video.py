@@ -95,9 +95,7 @@ class LoopSpline:
         u = (t - base).reshape(t.shape + (1,) * (self.values.ndim - 1))
         k0 = base.astype(np.int64) % self.period
         k1 = (k0 + 1) % self.period
-        y0, y1 = self.values[k0], self.values[k1]
-        m0, m1 = self.second[k0], self.second[k1]
-        return cubic_segment(y0, y1, m0, m1, u)
+        return cubic_segment(self.values[k0], self.values[k1], self.second[k0], self.second[k1], u)
 
 
 def periodic_second_derivatives(y: np.ndarray) -> np.ndarray:
@@ -134,13 +132,12 @@ def grid_frames(G: torch.nn.Module, ws: torch.Tensor, w_frames: int, noise_mode:
     each cell loops through its K keyframes; cells laid out row-major (cell [0, 0] top left).
     `batch_size`: images per synthesis call (None: a whole frame at once)."""
     grid_h, grid_w, count = ws.shape[:3]
-    device = ws.device
-    splines = LoopSpline(ws.detach().cpu().double().numpy().reshape(grid_h * grid_w, count, -1).swapaxes(0, 1))
     cells = grid_h * grid_w
+    splines = LoopSpline(ws.detach().cpu().double().numpy().reshape(cells, count, -1).swapaxes(0, 1))
     step = cells if batch_size is None else max(1, batch_size)
     times = frame_times(count, w_frames)
     for t in tqdm(times, desc="rendering", unit="frame", disable=not progress, dynamic_ncols=True):
-        frame_ws = torch.from_numpy(splines(t)).reshape(cells, *ws.shape[3:]).to(device, torch.float32)
+        frame_ws = torch.from_numpy(splines(t)).reshape(cells, *ws.shape[3:]).to(ws.device, torch.float32)
         images = [to_uint8(synthesize(G, frame_ws[i:i + step], noise_mode, scale, size))
                   for i in range(0, cells, step)]
         yield image_grid(np.concatenate(images).transpose(0, 3, 1, 2), (grid_w, grid_h))

@@ -98,7 +98,7 @@ def _persistent_object(meta: Any) -> Recorded:
 
 class _ByReference:
     """Base of the stand-ins for classes pickled by reference (NEWOBJ, then BUILD with the
-    attribute dict); `to_record` turns an instance into a Recorded."""
+    attribute dict, kept as a Recorded in `recorded`)."""
 
     qualname = ""
 
@@ -163,10 +163,6 @@ class _LegacyHeaderUnpickler(pickle.Unpickler):
         return len(self.records) - 1
 
 
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def read_legacy_storage(data: bytes) -> torch.Tensor:
     """One storage from a legacy `torch.save` stream (magic, version, system info, the object,
     the storage keys, then per key an 8-byte little-endian count and the raw elements) as a
@@ -193,8 +189,8 @@ def read_legacy_storage(data: bytes) -> torch.Tensor:
             raise UnsafePickle(f"a tensor stream lists storage {key!r} it never described")
         _, dtype, numel, _view = record
         count = int.from_bytes(f.read(8), "little")
-        raw = f.read(count * _element_size(dtype))
-        if count != numel or len(raw) != count * _element_size(dtype):
+        raw = f.read(count * dtype.itemsize)
+        if count != numel or len(raw) != count * dtype.itemsize:
             raise UnsafePickle("a tensor stream is shorter than its storage (truncated file?)")
         storages[key] = torch.frombuffer(bytearray(raw), dtype=dtype) if count else torch.empty(0, dtype=dtype)
     key, _dtype, _numel, view = header.records[root]
@@ -211,7 +207,8 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *
     if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise UnsafePickle("a tensor without a storage")
     if not (isinstance(storage_offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
-            and len(size) == len(stride) and all(isinstance(v, int) and v >= 0 for v in (storage_offset, *size, *stride))):
+            and len(size) == len(stride)
+            and all(isinstance(v, int) and v >= 0 for v in (storage_offset, *size, *stride))):
         raise UnsafePickle("a tensor with a malformed offset, size or stride")
     if 0 not in size:
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -241,23 +238,13 @@ ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): read_legacy_storage,
+    **{key: _by_reference(".".join(key)) for key in BY_REFERENCE},
 }
 
 
 class _NetworkUnpickler(RestrictedUnpickler):
     allowed = ALLOWED
     what = "a published network pickle"
-
-    def __init__(self, file: BinaryIO):
-        super().__init__(file)
-        self._by_reference: dict[tuple[str, str], type] = {}
-
-    def other_global(self, module: str, name: str) -> Any:
-        if (module, name) not in BY_REFERENCE:
-            return super().other_global(module, name)
-        if (module, name) not in self._by_reference:
-            self._by_reference[(module, name)] = _by_reference(f"{module}.{name}")
-        return self._by_reference[(module, name)]
 
 
 def _records(v: Any, walk: Callable[[Any], Any], memo: dict[int, Any]) -> Any:

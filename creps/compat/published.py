@@ -125,15 +125,12 @@ def networks_from_tree(tree: Any) -> PublishedNetworks:
         raise ValueError(f"the pickle holds a {type(tree).__name__}, not a dict of networks")
     if not any(key in tree for key in NETWORK_KEYS):
         raise ValueError("the pickle holds none of G, D, G_ema")
-    nets: dict[str, Optional[torch.nn.Module]] = {}
+    nets: dict[str, Optional[torch.nn.Module]] = dict.fromkeys(NETWORK_KEYS)
     kinds: dict[str, str] = {}
     inits: dict[str, dict[str, Any]] = {}
     for role in NETWORK_KEYS:
-        record = tree.get(role)
-        if record is None:
-            nets[role] = None
-            continue
-        kinds[role], inits[role], nets[role] = network_from_record(role, record)
+        if tree.get(role) is not None:
+            kinds[role], inits[role], nets[role] = network_from_record(role, tree[role])
     notes = [f"ignored the entry {key!r}" for key in tree if key not in KNOWN_KEYS]
     augment_p = None
     pipe = tree.get("augment_pipe")

@@ -10,12 +10,13 @@ as float32 vectors (class indices become one-hot vectors).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import zipfile
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import PIL.Image
@@ -78,10 +79,8 @@ class FileSource:
 
     def _list_zip(self) -> dict[str, tuple[int, int]]:
         if not zipfile.is_zipfile(self.path):
-            raise UserError(
-                f"{self.what} {self.path}: not a ZIP file or a folder "
-                "(pass a folder of images or a ZIP made by dataset_tool.py)"
-            )
+            raise UserError(f"{self.what} {self.path}: not a ZIP file or a folder "
+                            "(pass a folder of images or a ZIP made by dataset_tool.py)")
         return {i.filename: (i.file_size, i.CRC) for i in self._zipfile().infolist() if not i.is_dir()}
 
     def _zipfile(self) -> zipfile.ZipFile:
@@ -157,44 +156,41 @@ def image_to_array(img: PIL.Image.Image, channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+@contextlib.contextmanager
+def _image_errors(where: str, problem: str, advice: str = "fix or remove the file") -> Iterator[None]:
+    """A reading or decoding error becomes one UserError: `where: problem (reason); advice`."""
+    try:
+        yield
+    except _DECODE_ERRORS as e:
+        raise UserError(f"{where}: {problem} ({error_reason(e)}); {advice}") from e
+
+
 def read_header(source: FileSource, name: str) -> tuple[tuple[int, int], str]:
     """(width, height) and mode of one image, read from its header without decoding."""
-    try:
+    with _image_errors(f"{source.what} {source.path}: {name}", "not a readable image"):
         with source.open(name) as f, PIL.Image.open(f) as img:
             return img.size, img.mode
-    except _DECODE_ERRORS as e:
-        raise UserError(
-            f"{source.what} {source.path}: {name}: not a readable image ({error_reason(e)}); fix or remove the file"
-        ) from e
 
 
-def _decoded(data: bytes) -> PIL.Image.Image:
-    img = PIL.Image.open(io.BytesIO(data))
+def _decoded(f: IO[bytes]) -> PIL.Image.Image:
+    img = PIL.Image.open(io.BytesIO(f.read()))
     img.load()
     return img
 
 
 def decode_image(source: FileSource, name: str) -> PIL.Image.Image:
     """Decode one image fully; a broken file raises UserError naming it."""
-    try:
-        with source.open(name) as f:
-            return _decoded(f.read())
-    except _DECODE_ERRORS as e:
-        raise UserError(
-            f"{source.what} {source.path}: {name}: cannot decode image ({error_reason(e)}); fix or remove the file"
-        ) from e
+    with _image_errors(f"{source.what} {source.path}: {name}", "cannot decode image"), source.open(name) as f:
+        return _decoded(f)
 
 
 def decode_image_file(path: str, what: str) -> PIL.Image.Image:
     """Decode one image file fully; a missing or broken file raises UserError naming it."""
     if not os.path.isfile(path):
         raise UserError(f"{what} {path}: no such file")
-    try:
+    with _image_errors(f"{what} {path}", "not a readable image", "give a PNG, JPEG or WebP image"):
         with open(path, "rb") as f:
-            return _decoded(f.read())
-    except _DECODE_ERRORS as e:
-        raise UserError(f"{what} {path}: not a readable image ({error_reason(e)}); "
-                        f"give a PNG, JPEG or WebP image") from e
+            return _decoded(f)
 
 
 def is_power_of_two(n: int) -> bool:
@@ -272,14 +268,8 @@ class ImageDataset(torch.utils.data.Dataset):
     (drawn with `random_seed`, kept in file order).
     """
 
-    def __init__(
-        self,
-        path: str,
-        use_labels: bool = False,
-        xflip: bool = False,
-        max_size: int | None = None,
-        random_seed: int = 0,
-    ) -> None:
+    def __init__(self, path: str, use_labels: bool = False, xflip: bool = False, max_size: int | None = None,
+                 random_seed: int = 0) -> None:
         self._path = path
         self._use_labels = use_labels
         self._xflip = xflip
@@ -294,19 +284,15 @@ class ImageDataset(torch.utils.data.Dataset):
         self._size, self._num_channels = self._check_headers()
         width, height = self._size
         if width != height or width < 4 or not is_power_of_two(width):
-            raise UserError(
-                f"{where}: images are {width}x{height}, training needs square images whose side is a power "
-                f"of two >= 4 (convert with dataset_tool.py --source={path} --dest=OUT.zip "
-                "--resolution=256x256 --transform=center-crop)"
-            )
+            raise UserError(f"{where}: images are {width}x{height}, training needs square images whose side is a "
+                            f"power of two >= 4 (convert with dataset_tool.py --source={path} --dest=OUT.zip "
+                            "--resolution=256x256 --transform=center-crop)")
         self._load_raw(0)  # the first image must decode
 
         self._raw_labels_all = self._read_labels()
         if use_labels and self._raw_labels_all is None:
-            raise UserError(
-                f"{where}: labels requested but the dataset has none (add a {LABELS_FILE} with class "
-                "labels, e.g. convert class subfolders with dataset_tool.py, or train without --cond=1)"
-            )
+            raise UserError(f"{where}: labels requested but the dataset has none (add a {LABELS_FILE} with class "
+                            "labels, e.g. convert class subfolders with dataset_tool.py, or train without --cond=1)")
 
         raw_idx = np.arange(len(self._names), dtype=np.int64)
         if max_size is not None:
@@ -328,11 +314,9 @@ class ImageDataset(torch.utils.data.Dataset):
         for name in self._names[1:]:
             size, mode = read_header(self._source, name)
             if size != first_size:
-                raise UserError(
-                    f"dataset {self._path}: {name} is {size[0]}x{size[1]} but {self._names[0]} is "
-                    f"{first_size[0]}x{first_size[1]}; all images must have one size (convert with "
-                    "dataset_tool.py --resolution=WxH --transform=center-crop)"
-                )
+                raise UserError(f"dataset {self._path}: {name} is {size[0]}x{size[1]} but {self._names[0]} is "
+                                f"{first_size[0]}x{first_size[1]}; all images must have one size (convert with "
+                                "dataset_tool.py --resolution=WxH --transform=center-crop)")
             channels = max(channels, channels_for_mode(mode))
         return first_size, channels
 
@@ -355,10 +339,8 @@ class ImageDataset(torch.utils.data.Dataset):
         name = self._names[raw_index]
         img = decode_image(self._source, name)
         if img.size != self._size:
-            raise UserError(
-                f"dataset {self._path}: {name} is {img.size[0]}x{img.size[1]}, expected "
-                f"{self._size[0]}x{self._size[1]}; all images must have one size"
-            )
+            raise UserError(f"dataset {self._path}: {name} is {img.size[0]}x{img.size[1]}, expected "
+                            f"{self._size[0]}x{self._size[1]}; all images must have one size")
         return image_to_array(img, self._num_channels)
 
     # -- torch Dataset ------------------------------------------------------------------
@@ -463,19 +445,12 @@ class ImageDataset(torch.utils.data.Dataset):
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"ImageDataset({self._path!r}, items={len(self)}, shape={self.image_shape}, "
-            f"label_dim={self.label_dim}, xflip={self._xflip})"
-        )
+        return (f"ImageDataset({self._path!r}, items={len(self)}, shape={self.image_shape}, "
+                f"label_dim={self.label_dim}, xflip={self._xflip})")
 
 
-def open_dataset(
-    path: str,
-    use_labels: bool = False,
-    xflip: bool = False,
-    max_size: int | None = None,
-    random_seed: int = 0,
-) -> ImageDataset:
+def open_dataset(path: str, use_labels: bool = False, xflip: bool = False, max_size: int | None = None,
+                 random_seed: int = 0) -> ImageDataset:
     """Open a dataset; any I/O or decoding problem becomes a one-line UserError."""
     try:
         return ImageDataset(path, use_labels=use_labels, xflip=xflip, max_size=max_size, random_seed=random_seed)

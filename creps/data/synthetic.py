@@ -111,13 +111,10 @@ def make_synthetic_dataset(
         raise UserError(f"synthetic dataset: {dest}: the destination must be a .zip file")
 
     images, classes = render_synthetic_images(num_images, resolution, np.random.default_rng(seed), num_classes)
-    labels: list[list[object]] | None = [] if classes is not None else None
-    with atomic_output(dest) as out:
-        for i, arr in enumerate(images):
-            name = archive_name(i)
-            out.write(name, png_bytes(PIL.Image.fromarray(arr, "RGB")))
-            if labels is not None and classes is not None:
-                labels.append([name, int(classes[i])])
-        out.write(LABELS_FILE, json.dumps({"labels": labels}).encode("utf-8"))
+    names = [archive_name(i) for i in range(len(images))]
+    labels = None if classes is None else [[name, int(c)] for name, c in zip(names, classes)]
+    with atomic_output(dest) as write:
+        for name, arr in zip(names, images):
+            write(name, png_bytes(PIL.Image.fromarray(arr, "RGB")))
+        write(LABELS_FILE, json.dumps({"labels": labels}).encode("utf-8"))
     return dest
-

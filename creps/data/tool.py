@@ -8,6 +8,7 @@ in a ZIP file (dest ends with .zip) or a folder. The output appears whole or not
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -22,16 +23,8 @@ import PIL.Image
 from tqdm import tqdm
 
 from creps.atomic import atomic_path
-from creps.data.dataset import (
-    LABELS_FILE,
-    NO_IMAGES_HINT,
-    FileSource,
-    channels_for_mode,
-    error_reason,
-    is_power_of_two,
-    read_labels_file,
-    to_mode,
-)
+from creps.data.dataset import (LABELS_FILE, NO_IMAGES_HINT, FileSource, channels_for_mode, error_reason,
+                                 is_power_of_two, read_labels_file, to_mode)
 from creps.data.sources import open_source
 from creps.errors import UserError
 
@@ -49,28 +42,14 @@ Size = tuple[int, int]  # (width, height)
 # Atomic output.
 
 
-class _ZipWriter:
-    def __init__(self, archive: zipfile.ZipFile) -> None:
-        self._archive = archive
-
-    def write(self, name: str, data: bytes) -> None:
-        """Add one file, `name` being a posix relative path."""
-        self._archive.writestr(zipfile.ZipInfo(name, date_time=_ZIP_DATE), data)
+Writer = Callable[[str, bytes], None]  # write(name, data) adds one file, `name` being a posix relative path
 
 
-class _DirWriter:
-    def __init__(self, root: str) -> None:
-        self._root = root
-
-    def write(self, name: str, data: bytes) -> None:
-        """Add one file, `name` being a posix relative path."""
-        path = os.path.join(self._root, *name.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-
-
-Writer = Union[_ZipWriter, _DirWriter]
+def _write_file(root: str, name: str, data: bytes) -> None:
+    path = os.path.join(root, *name.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
@@ -85,12 +64,12 @@ def atomic_output(dest: str) -> Iterator[Writer]:
     os.makedirs(parent, exist_ok=True)
     if dest.lower().endswith(".zip"):
         with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-            yield _ZipWriter(archive)
+            yield lambda name, data: archive.writestr(zipfile.ZipInfo(name, date_time=_ZIP_DATE), data)
         return
     tmp_dir = os.path.join(parent, f".{os.path.basename(dest)}.{secrets.token_hex(4)}.tmp")
     os.mkdir(tmp_dir)  # not mkdtemp: the folder keeps the umask's permissions
     try:
-        yield _DirWriter(tmp_dir)
+        yield functools.partial(_write_file, tmp_dir)
         _sync_all()  # the files, before the rename publishes them
         if os.path.isdir(dest):
             os.rmdir(dest)  # an empty folder the user made for us
@@ -174,18 +153,11 @@ def _center_crop_wide(img: PIL.Image.Image, size: Size) -> Optional[PIL.Image.Im
     return canvas
 
 
-def _make_transform(
-    transform: str | None, size: Size | None
-) -> Callable[[PIL.Image.Image], Optional[PIL.Image.Image]]:
-    if transform == "center-crop":
-        assert size is not None
-        return lambda img: center_crop(img, size)
-    if transform == "center-crop-wide":
-        assert size is not None
-        return lambda img: _center_crop_wide(img, size)
-    if size is not None:
-        return lambda img: _resize(img, size)
-    return lambda img: img
+def _make_transform(transform: str | None, size: Size | None) -> Callable[[PIL.Image.Image], Optional[PIL.Image.Image]]:
+    if size is None:  # a transform always comes with a size (see _check_options)
+        return lambda img: img
+    fit = {"center-crop": center_crop, "center-crop-wide": _center_crop_wide}.get(transform, _resize)
+    return lambda img: fit(img, size)
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,25 +177,21 @@ def _subfolder_classes(names: list[str]) -> list[str] | None:
 
 def _plan_labels(source: FileSource, all_names: list[str]) -> tuple[str | None, dict[str, Any], list[str], list[str]]:
     """(kind, label per source image, class names, warnings); kind is 'source', 'subfolders' or None."""
-    warnings: list[str] = []
     if LABELS_FILE in source.entries:
         pairs = read_labels_file(source)
         if pairs is None:
-            return None, {}, [], warnings
+            return None, {}, [], []
         table = {str(p).replace("\\", "/"): v for p, v in pairs}
         missing = [n for n in all_names if n not in table]
         if missing:
-            warnings.append(
-                f"{LABELS_FILE} of --source has no label for {missing[0]} ({len(missing)} images); "
-                "the output has no labels"
-            )
-            return None, {}, [], warnings
-        return "source", table, [], warnings
+            return None, {}, [], [f"{LABELS_FILE} of --source has no label for {missing[0]} ({len(missing)} images); "
+                                  "the output has no labels"]
+        return "source", table, [], []
     classes = _subfolder_classes(all_names)
     if classes is None:
-        return None, {}, [], warnings
+        return None, {}, [], []
     index = {c: i for i, c in enumerate(classes)}
-    return "subfolders", {n: index[n.split("/")[0]] for n in all_names}, classes, warnings
+    return "subfolders", {n: index[n.split("/")[0]] for n in all_names}, classes, []
 
 
 # ----------------------------------------------------------------------------------------
@@ -259,29 +227,19 @@ def _check_same_size(source: str, names: list[str], sizes: list[Size]) -> None:
     """Without a target size, every image must have the size of the first."""
     for name, size in zip(names, sizes):
         if size != sizes[0]:
-            raise UserError(
-                f"--source {source}: {name} is {size[0]}x{size[1]} but {names[0]} is {sizes[0][0]}x{sizes[0][1]}; "
-                "pass --resolution=WxH (and --transform=center-crop to keep the aspect ratio) to convert images "
-                "of different sizes"
-            )
+            raise UserError(f"--source {source}: {name} is {size[0]}x{size[1]} but {names[0]} is "
+                            f"{sizes[0][0]}x{sizes[0][1]}; pass --resolution=WxH (and --transform=center-crop to keep "
+                            "the aspect ratio) to convert images of different sizes")
 
 
-def convert_dataset(
-    source: str,
-    dest: str,
-    max_images: int | None = None,
-    transform: str | None = None,
-    resolution: str | Size | None = None,
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
+def convert_dataset(source: str, dest: str, max_images: int | None = None, transform: str | None = None,
+                    resolution: str | Size | None = None, *, progress: bool = True) -> dict[str, Any]:
     """Convert the images of `source` (folder, ZIP, CIFAR-10 .tar.gz, MNIST .gz, LMDB; see
     creps.data.sources) into a dataset at `dest`.
 
-    Labels come from the source's dataset.json, else from class subfolders (or the
-    release's own labels). Without
-    `transform`/`resolution` all images must share one size. Returns a summary:
-    dest, num_images, skipped, resolution (W, H), num_channels, labels ('source',
+    Labels come from the source's dataset.json, else from class subfolders (or the release's
+    own labels). Without `transform`/`resolution` all images must share one size. Returns a
+    summary: dest, num_images, skipped, resolution (W, H), num_channels, labels ('source',
     'subfolders', 'release' or None), class_names, warnings.
     """
     size = _check_options(transform, resolution, max_images)
@@ -304,36 +262,32 @@ def convert_dataset(
     if transform == "center-crop-wide":
         out_size = (out_size[0], out_size[0])
     if out_size[0] != out_size[1] or not is_power_of_two(out_size[0]) or out_size[0] < 4:
-        warnings.append(
-            f"the output is {out_size[0]}x{out_size[1]}; train.py needs square images whose side is a power "
-            "of two (e.g. --resolution=256x256)"
-        )
+        warnings.append(f"the output is {out_size[0]}x{out_size[1]}; train.py needs square images whose side is a "
+                        "power of two (e.g. --resolution=256x256)")
 
     apply = _make_transform(transform, size)
     out_labels: list[list[Any]] = []
     count = skipped = 0
     try:
-        with atomic_output(dest) as out:
+        with atomic_output(dest) as write:
             for name in tqdm(names, desc="converting", unit="img", disable=not progress):
                 img = apply(to_mode(src.image(name), channels))
                 if img is None:
                     skipped += 1
                     continue
                 out_name = archive_name(count)
-                out.write(out_name, png_bytes(img))
+                write(out_name, png_bytes(img))
                 if label_kind is not None:
                     out_labels.append([out_name, labels_by_name[name]])
                 count += 1
             if count == 0:
                 assert size is not None  # only center-crop-wide skips images
-                raise UserError(
-                    f"--source {source}: every image is smaller than --resolution={size[0]}x{size[1]}, "
-                    "nothing to write; choose a smaller --resolution"
-                )
+                raise UserError(f"--source {source}: every image is smaller than --resolution={size[0]}x{size[1]}, "
+                                "nothing to write; choose a smaller --resolution")
             meta: dict[str, Any] = {"labels": out_labels if label_kind is not None else None}
             if class_names:
                 meta["class_names"] = class_names
-            out.write(LABELS_FILE, json.dumps(meta).encode("utf-8"))
+            write(LABELS_FILE, json.dumps(meta).encode("utf-8"))
     except OSError as e:
         raise UserError(f"--dest {dest}: cannot write ({error_reason(e)}); check free space and permissions") from e
     finally:
@@ -341,13 +295,5 @@ def convert_dataset(
 
     if skipped:
         warnings.append(f"skipped {skipped} images smaller than the {transform} window")
-    return {
-        "dest": dest,
-        "num_images": count,
-        "skipped": skipped,
-        "resolution": out_size,
-        "num_channels": channels,
-        "labels": label_kind,
-        "class_names": class_names,
-        "warnings": warnings,
-    }
+    return {"dest": dest, "num_images": count, "skipped": skipped, "resolution": out_size, "num_channels": channels,
+            "labels": label_kind, "class_names": class_names, "warnings": warnings}

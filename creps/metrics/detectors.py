@@ -52,9 +52,7 @@ class Detectors:
     def require(self, families: Sequence[str]) -> "Detectors":
         """Load now every detector the metric families need (a missing file stops here)."""
         for family in families:
-            kind = FAMILY_DETECTOR[family]
-            if kind is not None:
-                self.get(kind)
+            self.for_family(family)
         return self
 
     def to(self, device: Union[str, torch.device]) -> "Detectors":

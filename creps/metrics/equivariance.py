@@ -40,10 +40,9 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from creps.generate import describe, set_transform, synthesize, transform_buffer
-from creps.metrics.features import Evaluation, generator_batch_size, latents
+from creps.metrics.features import Evaluation, eval_mode, generator_batch_size, latents, progress_bar
 from creps.metrics.spec import MetricSpec, check_network_can, parse_name
 from creps.nets.creps import line_coords
 from creps.nets.registry import Capability, family_of
@@ -421,16 +420,12 @@ def evaluation_mode(G: torch.nn.Module) -> Iterator[None]:
     back afterwards, also when the work fails."""
     transform = transform_buffer(G) if family_of(G).can(Capability.USER_TRANSFORM) else None
     saved = None if transform is None else transform.detach().clone()
-    was_training = G.training
-    G.eval()
-    try:
-        with torch.no_grad():
+    with eval_mode(G), torch.no_grad():
+        try:
             yield
-    finally:
-        if transform is not None:
-            with torch.no_grad():
+        finally:
+            if transform is not None:
                 transform.copy_(saved)
-        G.train(was_training)
 
 
 def transform_generator(seed: int, batch_index: int) -> torch.Generator:
@@ -450,8 +445,7 @@ def evaluate(ev: Evaluation, spec: MetricSpec) -> dict[str, float]:
     check_network_can(spec.name, family_of(G), describe(G))
     batch = generator_batch_size(G, ev.batch_size, 2 if parsed.test == "eqs" else None)
     errors = MaskedErrorSum()
-    bar = tqdm(total=count, desc=spec.name, unit="img", disable=not ev.progress, dynamic_ncols=True, leave=False)
-    with bar, evaluation_mode(G):
+    with progress_bar(count, spec.name, ev.progress) as bar, evaluation_mode(G):
         for index, (z, c) in enumerate(latents(G, count, batch, ev.seed, ev.labels())):
             if not owns(index, ev.world):
                 continue

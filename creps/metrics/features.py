@@ -53,28 +53,25 @@ class FeatureAccumulator:
     """Sums of x and x x^T in float64 (on the features' device), and optionally the rows, each
     batch of rows under the index of its first item (so rows of many ranks go back in order)."""
 
-    def __init__(self, limit: Optional[int], keep_all: bool):
-        self.limit, self.keep_all = limit, keep_all
+    def __init__(self, keep_all: bool):
+        self.keep_all = keep_all
         self.count = 0
         self.total: Optional[torch.Tensor] = None
         self.gram: Optional[torch.Tensor] = None
         self.rows: list[tuple[int, np.ndarray]] = []
 
-    @property
-    def full(self) -> bool:
-        return self.limit is not None and self.count >= self.limit
+    def _start(self, dim: int, device: torch.device) -> None:
+        self.total = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
     def add(self, batch: torch.Tensor, first_index: Optional[int] = None) -> None:
         """Add a batch of feature rows; `first_index`: the item index of its first row (default:
         the rows follow the ones added before)."""
-        if self.limit is not None:
-            batch = batch[: max(self.limit - self.count, 0)]
         if batch.shape[0] == 0:
             return
         x = batch.detach().to(torch.float64)
         if self.total is None:
-            self.total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-            self.gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+            self._start(x.shape[1], x.device)
         self.total += x.sum(dim=0)
         self.gram += x.t() @ x
         if self.keep_all:
@@ -90,8 +87,7 @@ class FeatureAccumulator:
         if not dims:
             return
         if self.total is None or self.gram is None:
-            self.total = torch.zeros(dims[0], dtype=torch.float64, device=device)
-            self.gram = torch.zeros(dims[0], dims[0], dtype=torch.float64, device=device)
+            self._start(dims[0], device)
         self.total = all_sum(self.total, world)
         self.gram = all_sum(self.gram, world)
         self.count = int(all_sum(torch.tensor([self.count], dtype=torch.float64), world).item())
@@ -148,8 +144,19 @@ def detector_identity(detector: torch.nn.Module) -> str:
     return identity
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+@contextlib.contextmanager
+def eval_mode(G: torch.nn.Module) -> Iterator[None]:
+    """G in eval mode; its training flag is put back afterwards, also when the work fails."""
+    was_training = G.training
+    G.eval()
+    try:
+        yield
+    finally:
+        G.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,8 +232,8 @@ def dataset_features(dataset: ImageDataset, detector: torch.nn.Module, kind: str
     mine = [batch for index, batch in enumerate(batches) if owns(index, world)]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=mine, num_workers=workers,
                                          pin_memory=device.type == "cuda")
-    acc = FeatureAccumulator(limit=None, keep_all=keep_all)
-    with _progress(count, "dataset features", progress) as bar:
+    acc = FeatureAccumulator(keep_all=keep_all)
+    with progress_bar(count, "dataset features", progress) as bar:
         for batch, (images, _labels) in zip(mine, loader):
             acc.add(detect(detector, images.to(device), kind), first_index=batch.start)
             bar.update(images.shape[0] * world.size)
@@ -251,10 +258,12 @@ def latents(G: torch.nn.Module, count: int, batch: int, seed: int,
     for start in range(0, count, batch):
         n = min(batch, count - start)
         z = torch.randn([n, G.z_dim], generator=z_gen)
-        c = None
-        if G.c_dim:
-            c = torch.from_numpy(labels[label_rng.randint(len(labels), size=n)]).float()
-        yield z, c
+        yield z, (random_labels(labels, n, label_rng) if G.c_dim else None)
+
+
+def random_labels(labels: np.ndarray, count: int, rng: np.random.RandomState) -> torch.Tensor:
+    """The labels of `count` random dataset items (drawn with replacement), a float32 CPU tensor."""
+    return torch.from_numpy(labels[rng.randint(len(labels), size=count)]).float()
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -276,9 +285,7 @@ def generator_features(G: torch.nn.Module, detector: torch.nn.Module, kind: str,
     generator batches and every rank gets the whole result."""
     if G.c_dim and labels is None:
         raise ValueError("a conditional generator needs dataset labels to sample from")
-    acc = FeatureAccumulator(limit=None, keep_all=keep_all)
-    was_training = G.training
-    G.eval()
+    acc = FeatureAccumulator(keep_all=keep_all)
     pending: list[tuple[int, torch.Tensor]] = []  # (index of the first image, uint8 images)
 
     def embed() -> None:
@@ -288,19 +295,16 @@ def generator_features(G: torch.nn.Module, detector: torch.nn.Module, kind: str,
         bar.update(features.shape[0] * world.size)
         pending.clear()
 
-    try:
-        with _progress(count, "generator features", progress) as bar:
-            step = generator_batch_size(G, batch_size, scale)
-            for index, (z, c) in enumerate(latents(G, count, step, seed, labels)):
-                if not owns(index, world):
-                    continue
-                pending.append((index * step, to_uint8(render(G, z, c, noise_mode="random", scale=scale))))
-                if sum(images.shape[0] for _, images in pending) >= batch_size:
-                    embed()
-            if pending:
+    with eval_mode(G), progress_bar(count, "generator features", progress) as bar:
+        step = generator_batch_size(G, batch_size, scale)
+        for index, (z, c) in enumerate(latents(G, count, step, seed, labels)):
+            if not owns(index, world):
+                continue
+            pending.append((index * step, to_uint8(render(G, z, c, noise_mode="random", scale=scale))))
+            if sum(images.shape[0] for _, images in pending) >= batch_size:
                 embed()
-    finally:
-        G.train(was_training)
+        if pending:
+            embed()
     acc.combine(world, device)
     return acc.result()
 

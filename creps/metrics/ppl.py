@@ -24,10 +24,10 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from creps.generate import noise_buffers, supports_any_scale
-from creps.metrics.features import Evaluation, full_precision, generator_batch_size
+from creps.metrics.features import (Evaluation, eval_mode, full_precision, generator_batch_size, progress_bar,
+                                    random_labels)
 from creps.metrics.spec import MetricSpec
 from creps.metrics.vgg16 import VGG16, load_vgg16, lpips_from_packed
 from creps.parallel import SINGLE, World, gather_objects, owns
@@ -188,28 +188,20 @@ def sample_path_lengths(G: torch.nn.Module, vgg: torch.nn.Module, count: int, se
     label_rng = np.random.RandomState(seed)
     pairs = max(1, generator_batch_size(G, batch_size, scale) // 2)
     out = []
-    was_training = G.training
-    G.eval()
-    try:
-        with redrawn_const_noise(G) as redraw, full_precision(), \
-                tqdm(total=count, desc="ppl sampling", unit="img", disable=not progress, dynamic_ncols=True,
-                     leave=False) as bar:
-            for index, start in enumerate(range(0, count, pairs)):
-                n = min(pairs, count - start)
-                t = path_positions(n, settings.sampling, gen)
-                z0, z1 = torch.randn([2 * n, G.z_dim], generator=gen).chunk(2)
-                c = None
-                if G.c_dim:
-                    c = torch.from_numpy(labels[label_rng.randint(len(labels), size=n)]).float().to(device)
-                redraw(gen)
-                if not owns(index, world):
-                    continue
-                ws = endpoint_ws(G, z0.to(device), z1.to(device), c, t.to(device), settings)
-                img = lpips_input(G.synthesis(ws, **synthesis_kwargs).float(), settings.crop)
-                out.append((start, path_length(lpips_distances(vgg, img), settings.epsilon).cpu()))
-                bar.update(n * world.size)
-    finally:
-        G.train(was_training)
+    with eval_mode(G), redrawn_const_noise(G) as redraw, full_precision(), \
+            progress_bar(count, "ppl sampling", progress) as bar:
+        for index, start in enumerate(range(0, count, pairs)):
+            n = min(pairs, count - start)
+            t = path_positions(n, settings.sampling, gen)
+            z0, z1 = torch.randn([2 * n, G.z_dim], generator=gen).chunk(2)
+            c = random_labels(labels, n, label_rng).to(device) if G.c_dim else None
+            redraw(gen)
+            if not owns(index, world):
+                continue
+            ws = endpoint_ws(G, z0.to(device), z1.to(device), c, t.to(device), settings)
+            img = lpips_input(G.synthesis(ws, **synthesis_kwargs).float(), settings.crop)
+            out.append((start, path_length(lpips_distances(vgg, img), settings.epsilon).cpu()))
+            bar.update(n * world.size)
     everything = sorted((part for parts in gather_objects(out, world) for part in parts), key=lambda part: part[0])
     return torch.cat([values for _, values in everything]).numpy()
 

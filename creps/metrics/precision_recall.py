@@ -21,22 +21,18 @@ ROW_BATCH = 1024  # distance rows computed at once (memory: ROW_BATCH x N floats
 
 def knn_radii(points: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest other point (the point itself excluded)."""
-    radii = []
-    for rows in points.split(ROW_BATCH):
-        dist = torch.cdist(rows, points)
-        radii.append(dist.kthvalue(k + 1, dim=1).values)  # +1: the zero distance to itself
-    return torch.cat(radii)
+    # k + 1: the zero distance to itself comes first.
+    return torch.cat([torch.cdist(rows, points).kthvalue(k + 1, dim=1).values for rows in points.split(ROW_BATCH)])
 
 
 def coverage(probes: torch.Tensor, manifold: torch.Tensor, radii: torch.Tensor) -> float:
     """Share of probes within radii[i] of some manifold point i."""
-    inside = []
-    for rows in probes.split(ROW_BATCH):
-        inside.append((torch.cdist(rows, manifold) <= radii).any(dim=1))
+    inside = [(torch.cdist(rows, manifold) <= radii).any(dim=1) for rows in probes.split(ROW_BATCH)]
     return torch.cat(inside).float().mean().item()
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, device: torch.device | str = "cpu") -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
+                     device: torch.device | str = "cpu") -> tuple[float, float]:
     """(precision, recall) of generated features against real features, k-NN manifolds."""
     real_t = torch.as_tensor(np.asarray(real), dtype=torch.float32, device=device)
     fake_t = torch.as_tensor(np.asarray(fake), dtype=torch.float32, device=device)

@@ -27,9 +27,10 @@ PUBLISHED_NAMES = (
     "fid50k", "kid50k", "pr50k3", "is50k", "eqs50k",
 )
 
-# Caps on the reals of the _full metrics, as published.
+# Caps on the reals of the _full metrics, as published, by the families that read reals (None: no cap).
 KID_FULL_MAX_REAL = 1_000_000
 PR_FULL_MAX_REAL = 200_000
+FULL_MAX_REAL = {"fid": None, "kid": KID_FULL_MAX_REAL, "pr": PR_FULL_MAX_REAL}
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,6 @@ class MetricSpec:
     kid_subset_size: int = 1000  # ... of at most this many features each
     is_splits: int = 10  # Inception Score: splits of the generated set
 
-    @property
-    def uses_reals(self) -> bool:
-        return self.family in ("fid", "kid", "pr")
-
 
 # ppl2_wend (50k samples), quick variants ppl2_wend1k / ppl2_wend200, legacy ppl_zfull, ppl_wfull,
 # ppl_zend, ppl_wend (cropped, as published).
@@ -58,7 +55,6 @@ _NUMBERED_PR = re.compile(r"^pr(?P<count>\d+)(?P<k>k?)3(?P<full>_full)?$")
 
 # Equivariance tests: integer / fractional translation, rotation (StyleGAN3), scale (CREPS),
 # and what the network must be able to do for each.
-TESTS = ("eqt_int", "eqt_frac", "eqr", "eqs")
 NEEDS = {"eqt_int": Capability.USER_TRANSFORM, "eqt_frac": Capability.USER_TRANSFORM, "eqr": Capability.USER_TRANSFORM,
          "eqs": Capability.ANY_SCALE}
 _NAME = re.compile(r"^eq(?P<kind>[a-z]*?)(?P<count>\d+)(?P<k>k?)(?P<mode>_[a-z]+)?$")
@@ -66,7 +62,7 @@ _NAME = re.compile(r"^eq(?P<kind>[a-z]*?)(?P<count>\d+)(?P<k>k?)(?P<mode>_[a-z]+
 
 @dataclass(frozen=True)
 class EquivarianceName:
-    """What an equivariance metric name asks for: the test (one of TESTS) and the image count."""
+    """What an equivariance metric name asks for: the test (a key of NEEDS) and the image count."""
 
     test: str
     num_samples: int
@@ -142,12 +138,5 @@ def parse_metric_name(name: str) -> MetricSpec:
     smallest = 10 if family == "is" else 2
     if count < smallest:
         raise UserError(f"metric {name}: needs at least {smallest} images (e.g. {family}1k{'3' * (family == 'pr')})")
-    if family == "fid":
-        max_real = None if full else count
-    elif family == "kid":
-        max_real = KID_FULL_MAX_REAL if full else count
-    elif family == "pr":
-        max_real = PR_FULL_MAX_REAL if full else count
-    else:
-        max_real = None
+    max_real = (FULL_MAX_REAL[family] if full else count) if family in FULL_MAX_REAL else None
     return MetricSpec(name=name, family=family, num_gen=count, max_real=max_real, full=full or family == "is")

@@ -166,27 +166,25 @@ class VGG16(torch.nn.Module):
                 taps.append(x)
         return taps
 
-    def _lpips_taps(self, images: torch.Tensor, resize: bool) -> list[torch.Tensor]:
+    def _input(self, images: torch.Tensor, resize: bool) -> torch.Tensor:
+        """Images (0..255) on this network's device, standardised; `resize`: first to 224x224 (TF1 bilinear)."""
         x = as_pixels(images.to(self._device()))
         if resize:
             x = resize_like_tf1(x, FC_INPUT_SIZE)
-        return self.tapped(imagenet_normalise(x))
+        return imagenet_normalise(x)
 
     def lpips_features(self, images: torch.Tensor, resize: bool = False) -> torch.Tensor:
         """Images (0..255) -> packed LPIPS features [N, D]: `lpips_from_packed(a, b)` is the
         LPIPS distance. `resize` first resizes to 224x224 (TF1 bilinear)."""
         with autocast_off(self._device()):
-            taps = self._lpips_taps(images, resize)
+            taps = self.tapped(self._input(images, resize))
             return torch.cat([packed_layer(t, self.layer_weights(k)) for k, t in enumerate(taps)], dim=1)
 
     def fc_features(self, images: torch.Tensor, resize: bool = True) -> torch.Tensor:
         """Images (0..255) -> the 4096-d fc7 activations after ReLU [N, fc_features], of the
         images resized to 224x224 (TF1 bilinear) unless `resize` is False."""
         with autocast_off(self._device()):
-            x = as_pixels(images.to(self._device()))
-            if resize:
-                x = resize_like_tf1(x, FC_INPUT_SIZE)
-            x = self.features(imagenet_normalise(x).contiguous(memory_format=torch.channels_last))
+            x = self.features(self._input(images, resize).contiguous(memory_format=torch.channels_last))
             x = self.avgpool(x).flatten(1)
             return self.classifier[:5](x)  # fc6, ReLU, dropout (off), fc7, ReLU
 
@@ -195,7 +193,7 @@ class VGG16(torch.nn.Module):
         packing both, layer by layer, without holding every packed feature at once."""
         with autocast_off(self._device()):
             total = 0
-            for k, t in enumerate(self._lpips_taps(torch.cat([a, b]), resize)):
+            for k, t in enumerate(self.tapped(self._input(torch.cat([a, b]), resize))):
                 packed_a, packed_b = packed_layer(t, self.layer_weights(k)).chunk(2)
                 total = total + lpips_from_packed(packed_a, packed_b)
             return total
