@@ -296,12 +296,8 @@ class Discriminator(torch.nn.Module):
 
     def frozen_parameter_names(self) -> list[str]:
         """state_dict keys of the frozen weights and biases (buffers here, parameters when trainable)."""
-        keys = []
-        for layer in self.frozen_layer_names():
-            keys.append(f"{layer}.weight")
-            if self.get_submodule(layer).bias is not None:
-                keys.append(f"{layer}.bias")
-        return keys
+        return [f"{layer}.{name}" for layer in self.frozen_layer_names() for name in ("weight", "bias")
+                if getattr(self.get_submodule(layer), name) is not None]
 
     def _check_inputs(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> None:
         want = (self.img_channels, self.img_resolution, self.img_resolution)
