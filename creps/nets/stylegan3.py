@@ -445,7 +445,8 @@ def magnitude_ema_beta_for_batch(batch_size: int) -> float:
 
 def train_py_config_t(o: GeneratorOptions) -> StyleGAN3Config:
     """`train.py --cfg=stylegan3-t`."""
-    return StyleGAN3Config(**o.sizes(), conv_clamp=o.clamp, magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch_size))
+    return StyleGAN3Config(**o.sizes(), conv_clamp=o.clamp,
+                           magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch_size))
 
 
 def train_py_config_r(o: GeneratorOptions) -> StyleGAN3Config:
