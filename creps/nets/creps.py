@@ -25,9 +25,8 @@ import torch.utils.checkpoint
 
 from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, GeneratorOptions, Preset, Section,
                                config_from_dict, translate_published)
-from creps.nets.generator import MappedGenerator
+from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
-from creps.nets.mapping import MappingNetwork
 from creps.nets.precision import autocast_off
 from creps.nets.resolution import feature_channels, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
@@ -290,7 +289,7 @@ class SynthesisNetwork(torch.nn.Module):
         (top, left, height, width), only that window of it, computed alone (every layer works on
         one coordinate or one pixel at a time, so a window equals the same crop of the whole render)."""
         del update_emas  # CREPS has no running statistics in synthesis
-        self._check_inputs(ws, noise_mode)
+        check_synthesis_inputs(ws, noise_mode, self.num_ws, self.w_dim)
         rows, cols = self.output_size(size, scale)
         window = check_region(rows, cols, region)
         with autocast_off(ws.device.type) if force_fp32 else contextlib.nullcontext():
@@ -305,7 +304,7 @@ class SynthesisNetwork(torch.nn.Module):
         each tile through the per-pixel layers of its own pixels only, so a big render never
         holds more than one tile's activations and no one step of it is long; the tiles put
         together equal `forward` of the region."""
-        self._check_inputs(ws, "const")
+        check_synthesis_inputs(ws, "const", self.num_ws, self.w_dim)
         rows, cols = self.output_size(size, scale)
         window = check_region(rows, cols, region)
         ws = ws.float()
@@ -318,12 +317,6 @@ class SynthesisNetwork(torch.nn.Module):
                 col_bands[left] = self._axis_lines(ws, rows, cols, 1, left, part.width)
             lines = [torch.cat([r, c], dim=1) for r, c in zip(row_band, col_bands[left])]
             yield Region(top, left, part.height, part.width), self._pixels(ws, lines, part.height, part.width)
-
-    def _check_inputs(self, ws: torch.Tensor, noise_mode: str) -> None:
-        if noise_mode not in ("random", "const", "none"):
-            raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
 
     def _lines(self, ws: torch.Tensor, rows: int, cols: int, window: Region) -> list[torch.Tensor]:
         """The line blocks on the rows and columns of `window`: the accumulated bi-line
@@ -397,13 +390,7 @@ class Generator(MappedGenerator):
     """CREPS generator: mapping network + any-scale bi-line synthesis network."""
 
     def __init__(self, config: CrepsConfig):
-        c = config
-        super().__init__(config)
-        self.synthesis = SynthesisNetwork(c.w_dim, c.img_resolution, c.img_channels, c.channel_base, c.channel_max,
-                                          c.biline_channels, c.rank, c.bandwidth, c.fc_clamp, c.head_clamp)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
-                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta)
+        super().__init__(config, SynthesisNetwork)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False, **synthesis_kwargs):

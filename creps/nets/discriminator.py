@@ -54,8 +54,8 @@ class DiscriminatorConfig:
     mapping_lr_multiplier: float = 0.01
 
 
-def _full_precision(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in LOW_PRECISION else x
+def _full_precision(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return x.float() if x is not None and x.dtype in LOW_PRECISION else x
 
 
 class Conv2dLayer(torch.nn.Module):
@@ -95,10 +95,7 @@ class Conv2dLayer(torch.nn.Module):
             self.bias = torch.nn.Parameter(bias_init) if bias else None
         else:
             self.register_buffer("weight", weight)
-            if bias:
-                self.register_buffer("bias", bias_init)
-            else:
-                self.bias = None
+            self.register_buffer("bias", bias_init)  # a None buffer is not part of the state_dict
 
     def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
@@ -135,21 +132,15 @@ class DiscriminatorBlock(torch.nn.Module):
         super().__init__()
         if in_channels not in (0, tmp_channels):
             raise ValueError(f"in_channels must be 0 (first block) or {tmp_channels}, got {in_channels}")
-        self.in_channels = in_channels
-        self.resolution = resolution
-        self.img_channels = img_channels
-        self.architecture = architecture
-        self.low_precision = low_precision
+        self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
+        self.architecture, self.low_precision = architecture, low_precision
         self.register_buffer("resample_filter", setup_filter(list(DEFAULT_RESAMPLE_FILTER)))
         self.layer_names: list[str] = []
-        next_idx = first_layer_idx
 
         def make(name: str, *args, **kwargs) -> None:
-            nonlocal next_idx
-            trainable = next_idx >= freeze_layers
+            trainable = first_layer_idx + len(self.layer_names) >= freeze_layers
             self.add_module(name, Conv2dLayer(*args, trainable=trainable, **kwargs))
             self.layer_names.append(name)
-            next_idx += 1
 
         self.has_fromrgb = in_channels == 0 or architecture == "skip"
         if self.has_fromrgb:
@@ -168,8 +159,7 @@ class DiscriminatorBlock(torch.nn.Module):
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         with autocast_off(img.device.type if img is not None else x.device.type, active=not self.low_precision):
             if not self.low_precision:
-                x = None if x is None else _full_precision(x)
-                img = None if img is None else _full_precision(img)
+                x, img = _full_precision(x), _full_precision(img)
             if self.has_fromrgb:
                 from_img = self.fromrgb(img)
                 x = from_img if x is None else x + from_img
@@ -228,17 +218,13 @@ class DiscriminatorEpilogue(torch.nn.Module):
         conv_clamp: Optional[float] = None,
     ):
         super().__init__()
-        self.in_channels = in_channels
-        self.cmap_dim = cmap_dim
-        self.resolution = resolution
+        self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
         self.architecture = architecture
-        self.mbstd_group_size = mbstd_group_size
-        self.mbstd_num_channels = mbstd_num_channels
+        self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, 1, activation="lrelu")
-        self.conv = Conv2dLayer(
-            in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp
-        )
+        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
+                                conv_clamp=conv_clamp)
         self.fc = FullyConnectedLayer(in_channels * resolution * resolution, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
 
@@ -265,61 +251,37 @@ class Discriminator(torch.nn.Module):
     def __init__(self, config: DiscriminatorConfig):
         super().__init__()
         self.config = c = config
-        c_dim, img_resolution, img_channels, architecture = c.c_dim, c.img_resolution, c.img_channels, c.architecture
-        mbstd_num_channels, freeze_layers, conv_clamp = c.mbstd_num_channels, c.freeze_layers, c.conv_clamp
-        log2 = resolution_log2(img_resolution, minimum=8)
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-        if mbstd_num_channels < 0:
-            raise ValueError(f"mbstd_num_channels must be >= 0, got {mbstd_num_channels}")
-        self.c_dim = c_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.architecture = architecture
-        self.freeze_layers = freeze_layers
+        log2 = resolution_log2(c.img_resolution, minimum=8)
+        if c.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {c.architecture!r}")
+        if c.mbstd_num_channels < 0:
+            raise ValueError(f"mbstd_num_channels must be >= 0, got {c.mbstd_num_channels}")
+        self.c_dim, self.img_resolution, self.img_channels = c.c_dim, c.img_resolution, c.img_channels
+        self.architecture, self.freeze_layers = c.architecture, c.freeze_layers
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
         width = {res: feature_channels(res, c.channel_base, c.channel_max) for res in self.block_resolutions + [4]}
-        if mbstd_num_channels > 0 and width[4] % mbstd_num_channels != 0:
-            raise ValueError(f"mbstd_num_channels={mbstd_num_channels} must divide the {width[4]} channels at 4x4")
+        if c.mbstd_num_channels > 0 and width[4] % c.mbstd_num_channels != 0:
+            raise ValueError(f"mbstd_num_channels={c.mbstd_num_channels} must divide the {width[4]} channels at 4x4")
         fp16_from = low_precision_from(log2, c.num_fp16_res)
-        cmap_dim = (width[4] if c.cmap_dim is None else c.cmap_dim) if c_dim > 0 else 0
-        self.cmap_dim = cmap_dim
+        self.cmap_dim = (width[4] if c.cmap_dim is None else c.cmap_dim) if c.c_dim > 0 else 0
 
         layer_idx = 0
         for res in self.block_resolutions:
             block = DiscriminatorBlock(
-                in_channels=width[res] if res < img_resolution else 0,
-                tmp_channels=width[res],
-                out_channels=width[res // 2],
-                resolution=res,
-                img_channels=img_channels,
-                first_layer_idx=layer_idx,
-                architecture=architecture,
-                conv_clamp=conv_clamp,
-                low_precision=res >= fp16_from,
-                freeze_layers=freeze_layers,
+                in_channels=width[res] if res < c.img_resolution else 0, tmp_channels=width[res],
+                out_channels=width[res // 2], resolution=res, img_channels=c.img_channels, first_layer_idx=layer_idx,
+                architecture=c.architecture, conv_clamp=c.conv_clamp, low_precision=res >= fp16_from,
+                freeze_layers=c.freeze_layers,
             )
             self.add_module(f"b{res}", block)
             layer_idx += block.num_layers
-        if c_dim > 0:
-            self.mapping = MappingNetwork(
-                z_dim=0,
-                c_dim=c_dim,
-                w_dim=cmap_dim,
-                num_ws=None,
-                num_layers=c.mapping_layers,
-                lr_multiplier=c.mapping_lr_multiplier,
-                w_avg_beta=None,
-            )
+        if c.c_dim > 0:
+            self.mapping = MappingNetwork(z_dim=0, c_dim=c.c_dim, w_dim=self.cmap_dim, num_ws=None,
+                                          num_layers=c.mapping_layers, lr_multiplier=c.mapping_lr_multiplier,
+                                          w_avg_beta=None)
         self.b4 = DiscriminatorEpilogue(
-            width[4],
-            cmap_dim=cmap_dim,
-            resolution=4,
-            img_channels=img_channels,
-            architecture=architecture,
-            mbstd_group_size=c.mbstd_group_size,
-            mbstd_num_channels=mbstd_num_channels,
-            conv_clamp=conv_clamp,
+            width[4], cmap_dim=self.cmap_dim, resolution=4, img_channels=c.img_channels, architecture=c.architecture,
+            mbstd_group_size=c.mbstd_group_size, mbstd_num_channels=c.mbstd_num_channels, conv_clamp=c.conv_clamp,
         )
 
     def blocks(self) -> list[DiscriminatorBlock]:
@@ -334,12 +296,8 @@ class Discriminator(torch.nn.Module):
 
     def frozen_parameter_names(self) -> list[str]:
         """state_dict keys of the frozen weights and biases (buffers here, parameters when trainable)."""
-        keys = []
-        for layer in self.frozen_layer_names():
-            keys.append(f"{layer}.weight")
-            if self.get_submodule(layer).bias is not None:
-                keys.append(f"{layer}.bias")
-        return keys
+        return [f"{layer}.{name}" for layer in self.frozen_layer_names() for name in ("weight", "bias")
+                if getattr(self.get_submodule(layer), name) is not None]
 
     def _check_inputs(self, img: torch.Tensor, c: Optional[torch.Tensor]) -> None:
         want = (self.img_channels, self.img_resolution, self.img_resolution)

@@ -36,7 +36,6 @@ from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, 
                                config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import DEFAULT_RESAMPLE_FILTER, FullyConnectedLayer
-from creps.nets.mapping import MappingNetwork
 from creps.nets.modconv import (
     check_modconv_inputs,
     demodulation_coefficients,
@@ -74,18 +73,9 @@ def _overflow_safe(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Te
     return weight, styles
 
 
-def modulated_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    styles: torch.Tensor,
-    demodulate: bool = True,
-    fused: bool = True,
-    noise: Optional[torch.Tensor] = None,
-    up: int = 1,
-    padding: int = 0,
-    resample_filter: Optional[torch.Tensor] = None,
-    flip_weight: bool = True,
-) -> torch.Tensor:
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     fused: bool = True, noise: Optional[torch.Tensor] = None, up: int = 1, padding: int = 0,
+                     resample_filter: Optional[torch.Tensor] = None, flip_weight: bool = True) -> torch.Tensor:
     """Modulated (and demodulated) conv of x [N, I, H, W] with weight [O, I, k, k] and styles [N, I].
 
     Per sample n: w'_oik = w_oik * s_ni, then (demodulate) w''_oik = w'_oik * d_no. `noise`
@@ -114,24 +104,13 @@ def modulated_conv2d(
 class SynthesisLayer(torch.nn.Module):
     """Modulated 3x3 conv (optionally upsampling by 2) + per-pixel noise + bias, lrelu, clamp."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        w_dim: int,
-        resolution: int,
-        up: int = 1,
-        kernel_size: int = 3,
-        use_noise: bool = True,
-        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
-        conv_clamp: Optional[float] = None,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
+                 kernel_size: int = 3, use_noise: bool = True,
+                 resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER, conv_clamp: Optional[float] = None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.resolution = resolution
-        self.up = up
-        self.use_noise = use_noise
-        self.conv_clamp = conv_clamp
+        self.resolution, self.up = resolution, up
+        self.use_noise, self.conv_clamp = use_noise, conv_clamp
         self.padding = kernel_size // 2
         self.act_gain = default_gain("lrelu")
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
@@ -190,46 +169,28 @@ class ToRGBLayer(torch.nn.Module):
 class SynthesisBlock(torch.nn.Module):
     """One resolution of the 'skip' generator: (const | conv0 up 2), conv1, torgb into the image."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        w_dim: int,
-        resolution: int,
-        img_channels: int,
-        conv_clamp: Optional[float] = 256,
-        use_noise: bool = True,
-        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
-        low_precision: bool = False,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: Optional[float] = 256, use_noise: bool = True,
+                 resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER, low_precision: bool = False):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.resolution = resolution
-        self.img_channels = img_channels
-        self.low_precision = low_precision
+        self.resolution, self.img_channels, self.low_precision = resolution, img_channels, low_precision
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.is_first = in_channels == 0
+        layer_kwargs = dict(use_noise=use_noise, resample_filter=resample_filter, conv_clamp=conv_clamp)
         if self.is_first:
             self.const = torch.nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise,
-                                        resample_filter=resample_filter, conv_clamp=conv_clamp)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise,
-                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kwargs)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kwargs)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
 
     @property
     def num_conv(self) -> int:
         return 1 if self.is_first else 2
 
-    def forward(
-        self,
-        x: Optional[torch.Tensor],
-        img: Optional[torch.Tensor],
-        ws: Sequence[torch.Tensor],
-        noise_mode: str = "random",
-        fused: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: Sequence[torch.Tensor],
+                noise_mode: str = "random", fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """ws: this block's rows (conv0, conv1, torgb; b4: conv1, torgb). Returns (features, image)."""
         device_type = ws[0].device.type
         dtype = autocast_dtype(device_type, self.low_precision)  # None: this block runs in float32
@@ -255,19 +216,10 @@ class SynthesisBlock(torch.nn.Module):
 class SynthesisNetwork(torch.nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, img_resolution, img_resolution] (float32)."""
 
-    def __init__(
-        self,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int,
-        channel_base: int = 32768,
-        channel_max: int = 512,
-        num_fp16_res: int = 4,
-        conv_clamp: Optional[float] = 256,
-        use_noise: bool = True,
-        resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
-        fused_modconv: Optional[bool] = None,
-    ):
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: Optional[float] = 256,
+                 use_noise: bool = True, resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+                 fused_modconv: Optional[bool] = None):
         super().__init__()
         log2 = resolution_log2(img_resolution, minimum=4)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
@@ -277,15 +229,9 @@ class SynthesisNetwork(torch.nn.Module):
         fp16_from = low_precision_from(log2, num_fp16_res)
         for res in self.block_resolutions:
             block = SynthesisBlock(
-                in_channels=width[res // 2] if res > 4 else 0,
-                out_channels=width[res],
-                w_dim=w_dim,
-                resolution=res,
-                img_channels=img_channels,
-                conv_clamp=conv_clamp,
-                use_noise=use_noise,
-                resample_filter=resample_filter,
-                low_precision=res >= fp16_from,
+                in_channels=width[res // 2] if res > 4 else 0, out_channels=width[res], w_dim=w_dim, resolution=res,
+                img_channels=img_channels, conv_clamp=conv_clamp, use_noise=use_noise,
+                resample_filter=resample_filter, low_precision=res >= fp16_from,
             )
             self.add_module(f"b{res}", block)
         self.num_ws = sum(block.num_conv for block in self.blocks()) + 1  # + the last block's torgb
@@ -304,14 +250,8 @@ class SynthesisNetwork(torch.nn.Module):
     def _use_fused(self, fused_modconv: Optional[bool]) -> bool:
         return use_fused(self.fused_modconv, fused_modconv, self.training)
 
-    def forward(
-        self,
-        ws: torch.Tensor,
-        noise_mode: str = "random",
-        update_emas: bool = False,
-        force_fp32: bool = False,
-        fused_modconv: Optional[bool] = None,
-    ) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", update_emas: bool = False,
+                force_fp32: bool = False, fused_modconv: Optional[bool] = None) -> torch.Tensor:
         del update_emas  # synthesis keeps no running statistics
         check_synthesis_inputs(ws, noise_mode, self.num_ws, self.w_dim)
         fused = self._use_fused(fused_modconv)
@@ -330,19 +270,8 @@ class Generator(MappedGenerator):
     """StyleGAN2 generator: mapping network + 'skip' synthesis network."""
 
     def __init__(self, config: StyleGAN2Config):
-        c = config
-        super().__init__(config)
-        self.synthesis = SynthesisNetwork(
-            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
-            num_fp16_res=c.num_fp16_res, conv_clamp=c.conv_clamp, use_noise=c.use_noise,
-            resample_filter=c.resample_filter, fused_modconv=c.fused_modconv,
-        )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
-            embed_features=c.mapping_embed_features, layer_features=c.mapping_layer_features,
-            lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta, w_avg_update_on="update_emas",
-        )
+        super().__init__(config, SynthesisNetwork, embed_features=config.mapping_embed_features,
+                         layer_features=config.mapping_layer_features, w_avg_update_on="update_emas")
 
 
 # ---------------------------------------------------------------------------------------

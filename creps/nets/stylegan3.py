@@ -44,7 +44,6 @@ from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, 
                                config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
-from creps.nets.mapping import MappingNetwork
 from creps.nets.modconv import (
     DEMOD_EPS,
     check_modconv_inputs,
@@ -432,20 +431,7 @@ class Generator(MappedGenerator):
     """StyleGAN3 generator (T; R with conv_kernel=1 and use_radial_filters=True)."""
 
     def __init__(self, config: StyleGAN3Config):
-        c = config
-        super().__init__(config)
-        self.synthesis = SynthesisNetwork(
-            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
-            num_layers=c.num_layers, num_critical=c.num_critical, first_cutoff=c.first_cutoff,
-            first_stopband=c.first_stopband, last_stopband_rel=c.last_stopband_rel, margin_size=c.margin_size,
-            output_scale=c.output_scale, num_fp16_res=c.num_fp16_res, conv_kernel=c.conv_kernel,
-            use_radial_filters=c.use_radial_filters, conv_clamp=c.conv_clamp,
-            magnitude_ema_beta=c.magnitude_ema_beta, fused_modconv=c.fused_modconv,
-        )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
-                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta,
-                                      w_avg_update_on="update_emas")
+        super().__init__(config, SynthesisNetwork, w_avg_update_on="update_emas")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +445,8 @@ def magnitude_ema_beta_for_batch(batch_size: int) -> float:
 
 def train_py_config_t(o: GeneratorOptions) -> StyleGAN3Config:
     """`train.py --cfg=stylegan3-t`."""
-    return StyleGAN3Config(**o.sizes(), conv_clamp=o.clamp, magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch_size))
+    return StyleGAN3Config(**o.sizes(), conv_clamp=o.clamp,
+                           magnitude_ema_beta=magnitude_ema_beta_for_batch(o.batch_size))
 
 
 def train_py_config_r(o: GeneratorOptions) -> StyleGAN3Config:

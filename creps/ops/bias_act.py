@@ -102,7 +102,7 @@ class _BiasLReLU(torch.autograd.Function):
         if clamp is not None:
             y.clamp_(-clamp, clamp)
         ctx.save_for_backward(y)
-        ctx.dim, ctx.gain, ctx.clamp, ctx.has_bias = dim, gain, clamp, b is not None
+        ctx.dim, ctx.gain, ctx.clamp = dim, gain, clamp
         ctx.b_dtype = None if b is None else b.dtype
         return y
 
@@ -111,7 +111,7 @@ class _BiasLReLU(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         dx = _LReLUBackward.apply(dy, y, ctx.gain, ctx.clamp)
         db = None
-        if ctx.has_bias and ctx.needs_input_grad[1]:
+        if ctx.b_dtype is not None and ctx.needs_input_grad[1]:
             dim = ctx.dim % dx.ndim
             db = dx.sum(dim=[d for d in range(dx.ndim) if d != dim]).to(ctx.b_dtype)
         return dx, db, None, None, None

@@ -78,21 +78,22 @@ def conv2d_resample(
     """
     _validate(x, w, f, up, down, groups)
     kh, kw = int(w.shape[2]), int(w.shape[3])
-    px0, px1, py0, py1 = resample_padding(f, up, down, padding)
+    pads = resample_padding(f, up, down, padding)
+    px0, px1, py0, py1 = pads
     pointwise = kh == 1 and kw == 1
 
     if down > 1 and up == 1:
         if pointwise:  # filter + decimate first, then the 1x1 conv on fewer pixels
-            y = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+            y = upfirdn2d(x, f, down=down, padding=pads, flip_filter=flip_filter)
             return F.conv2d(y, w, groups=groups)
         # filter at full resolution, then let the conv's stride do the decimation
-        y = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        y = upfirdn2d(x, f, padding=pads, flip_filter=flip_filter)
         return F.conv2d(y, _oriented(w, flip_weight), stride=down, groups=groups)
 
     if up > 1:
         if pointwise and down == 1:  # 1x1 conv first, on fewer pixels, then upsample
             y = F.conv2d(x, w, groups=groups)
-            return upfirdn2d(y, f, up=up, padding=[px0, px1, py0, py1], gain=up * up, flip_filter=flip_filter)
+            return upfirdn2d(y, f, up=up, padding=pads, gain=up * up, flip_filter=flip_filter)
         # Strided transposed conv = zero-stuffing + full convolution with the kernel. Shift
         # the remaining padding to account for the kernel footprint; whatever part of it is
         # a crop on both sides is done by the transposed conv itself.
@@ -100,20 +101,10 @@ def conv2d_resample(
         py0, py1 = py0 - (kh - 1), py1 - (kh - up)
         crop_x = max(min(-px0, -px1), 0)
         crop_y = max(min(-py0, -py1), 0)
-        y = F.conv_transpose2d(
-            x,
-            _oriented(_transposed_weight(w, groups), not flip_weight),
-            stride=up,
-            padding=[crop_y, crop_x],
-            groups=groups,
-        )
-        y = upfirdn2d(
-            y,
-            f,
-            padding=[px0 + crop_x, px1 + crop_x, py0 + crop_y, py1 + crop_y],
-            gain=up * up,
-            flip_filter=flip_filter,
-        )
+        weight = _oriented(_transposed_weight(w, groups), not flip_weight)
+        y = F.conv_transpose2d(x, weight, stride=up, padding=[crop_y, crop_x], groups=groups)
+        y = upfirdn2d(y, f, padding=[px0 + crop_x, px1 + crop_x, py0 + crop_y, py1 + crop_y], gain=up * up,
+                      flip_filter=flip_filter)
         if down > 1:
             y = upfirdn2d(y, f, down=down, flip_filter=flip_filter)
         return y
@@ -121,5 +112,5 @@ def conv2d_resample(
     # up == down == 1
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return F.conv2d(x, _oriented(w, flip_weight), padding=[py0, px0], groups=groups)
-    y = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
+    y = upfirdn2d(x, None, padding=pads)
     return F.conv2d(y, _oriented(w, flip_weight), groups=groups)

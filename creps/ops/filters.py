@@ -105,8 +105,6 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
                           radial: bool = False) -> Optional[torch.Tensor]:
     """The low-pass filter a StyleGAN3 layer stores: None for one tap (identity), else the
     separable 1-D Kaiser filter [numtaps] or, with `radial`, the 2-D jinc filter [numtaps, numtaps]."""
-    if numtaps < 1:
-        raise ValueError(f"numtaps must be >= 1, got {numtaps}")
     if numtaps == 1:
         return None
     taps = jinc_lowpass(numtaps, cutoff, width, fs) if radial else kaiser_lowpass(numtaps, cutoff, width, fs)

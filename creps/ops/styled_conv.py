@@ -40,10 +40,6 @@ def _unfused_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, d
     return y
 
 
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
-    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
-
-
 class _StyledConv(torch.autograd.Function):
     """y = conv2d(x * s, w, padding) * d for the unresampled convolutions, keeping x rather
     than x * s for backward (x * s is recomputed there: one product, against an input-sized
@@ -55,7 +51,7 @@ class _StyledConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, styles, weight, dcoefs, padding):
         ctx.device_type = x.device.type
-        ctx.autocast = _autocast_state(ctx.device_type)
+        ctx.autocast = (torch.is_autocast_enabled(ctx.device_type), torch.get_autocast_dtype(ctx.device_type))
         ctx.padding = padding
         out = F.conv2d(x * styles.to(x.dtype).reshape(*styles.shape, 1, 1), weight, padding=padding)
         if dcoefs is None:

@@ -135,11 +135,12 @@ def _insert_zeros(x: torch.Tensor, up_x: int, up_y: int) -> torch.Tensor:
     return grid
 
 
-def _correlate_axis(x: torch.Tensor, bank: torch.Tensor, dim: int, stride: int, groups: int) -> torch.Tensor:
-    """Depthwise correlation along one axis (dim 3: width, 2: height) with `bank` [C', 1, K]."""
-    taps = bank.shape[-1]
-    weight = bank.reshape(bank.shape[0], 1, 1, taps) if dim == 3 else bank.reshape(bank.shape[0], 1, taps, 1)
-    return F.conv2d(x, weight, stride=(1, stride) if dim == 3 else (stride, 1), groups=groups)
+def _correlate_axis(x: torch.Tensor, taps: torch.Tensor, dim: int, stride: int) -> torch.Tensor:
+    """Depthwise correlation of every channel with the 1-D `taps` along one axis (dim 3: width, 2: height)."""
+    weight = taps.reshape(1, 1, 1, -1) if dim == 3 else taps.reshape(1, 1, -1, 1)
+    channels = x.shape[1]
+    return F.conv2d(x, weight.repeat(channels, 1, 1, 1), stride=(1, stride) if dim == 3 else (stride, 1),
+                    groups=channels)
 
 
 def _pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
@@ -156,7 +157,7 @@ def _polyphase_upsample_axis(x: torch.Tensor, taps: torch.Tensor, up: int, pad0:
     k = k0(r) + up*t, k0(r) = (pad0 - r) mod up, at input q + c(r) + t with
     c(r) = (r + k0(r) - pad0) / up. Each phase r is a short correlation of the input with
     taps[k0(r)::up], written into every up-th output position."""
-    channels, length = x.shape[1], x.shape[dim]
+    length = x.shape[dim]
     out_len = length * up + pad0 + pad1 - taps.numel() + 1
     phases = []
     for r in range(up):
@@ -177,12 +178,8 @@ def _polyphase_upsample_axis(x: torch.Tensor, taps: torch.Tensor, up: int, pad0:
             continue
         kernel = sub.new_zeros(width)
         kernel[offset - first: offset - first + sub.numel()] = sub
-        phase = _correlate_axis(x, kernel.reshape(1, 1, -1).repeat(channels, 1, 1), dim, 1, channels)
-        index = [slice(None)] * 4
-        index[dim] = slice(r, None, up)
-        source = [slice(None)] * 4
-        source[dim] = slice(0, count)
-        out[tuple(index)] = phase[tuple(source)]
+        index = (slice(None),) * dim + (slice(r, None, up),)  # every up-th output, from r on
+        out[index] = _correlate_axis(x, kernel, dim, 1).narrow(dim, 0, count)
     return out
 
 
@@ -194,23 +191,13 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 def _resample_axis(x: torch.Tensor, taps: Optional[torch.Tensor], up: int, down: int, pad0: int, pad1: int,
                    dim: int) -> torch.Tensor:
     """upfirdn along one axis with 1-D `taps` as correlated (None: the identity filter)."""
-    channels = x.shape[1]
     if up > 1 and down == 1 and taps is not None:
         return _polyphase_upsample_axis(x, taps, up, pad0, pad1, dim)
-    if up > 1:
-        zeros = list(x.shape)
-        zeros[dim] *= up
-        stuffed = x.new_zeros(zeros)
-        index = [slice(None)] * 4
-        index[dim] = slice(None, None, up)
-        stuffed[tuple(index)] = x
-        x = stuffed
+    x = _insert_zeros(x, up, 1) if dim == 3 else _insert_zeros(x, 1, up)
     x = _pad_axis(x, pad0, pad1, dim)
     if taps is None:
-        index = [slice(None)] * 4
-        index[dim] = slice(None, None, down)
-        return x[tuple(index)]
-    return _correlate_axis(x, taps.reshape(1, 1, -1).repeat(channels, 1, 1), dim, down, channels)
+        return x[:, :, :, ::down] if dim == 3 else x[:, :, ::down]
+    return _correlate_axis(x, taps, dim, down)
 
 
 def _axis_taps(kernel: torch.Tensor) -> Optional[tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]:
@@ -299,7 +286,8 @@ class _UpFirDn2d(torch.autograd.Function):
 def _upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up_xy: tuple[int, int], down_xy: tuple[int, int],
                pads: tuple[int, int, int, int], flip_filter: bool, gain: float) -> torch.Tensor:
     down_x, down_y = down_xy
-    axis_taps = _axis_taps(_scaled_kernel(f, flip_filter, gain, x))
+    kernel = _scaled_kernel(f, flip_filter, gain, x)
+    axis_taps = _axis_taps(kernel)
     if axis_taps is not None:  # one axis at a time; upsampling without zero-stuffed images
         taps_x, taps_y = axis_taps
         x = x.contiguous(memory_format=_memory_format(x))
@@ -309,7 +297,6 @@ def _upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up_xy: tuple[int, int
     y = _insert_zeros(x, *up_xy)
     if any(pads):
         y = F.pad(y, list(pads))  # F.pad crops where an amount is negative
-    kernel = _scaled_kernel(f, flip_filter, gain, y)
     channels = y.shape[1]
     bank = kernel.reshape(1, 1, *kernel.shape).repeat(channels, 1, 1, 1)
     return F.conv2d(y, bank, stride=(down_y, down_x), groups=channels)
