@@ -27,6 +27,7 @@ from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, 
                                config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
+from creps.nets.mapping import MappingNetwork
 from creps.nets.precision import autocast_off
 from creps.nets.resolution import feature_channels, resolution_log2
 from creps.ops.bias_act import bias_act, default_gain
@@ -390,7 +391,13 @@ class Generator(MappedGenerator):
     """CREPS generator: mapping network + any-scale bi-line synthesis network."""
 
     def __init__(self, config: CrepsConfig):
-        super().__init__(config, SynthesisNetwork)
+        c = config
+        super().__init__(config)
+        self.synthesis = SynthesisNetwork(c.w_dim, c.img_resolution, c.img_channels, c.channel_base, c.channel_max,
+                                          c.biline_channels, c.rank, c.bandwidth, c.fc_clamp, c.head_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False, **synthesis_kwargs):

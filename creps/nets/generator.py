@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from creps.nets.mapping import MappingNetwork
 from creps.nets.precision import autocast_off
 
 NOISE_MODES = ("random", "const", "none")
@@ -23,23 +20,15 @@ def check_synthesis_inputs(ws: torch.Tensor, noise_mode: str, num_ws: int, w_dim
 
 
 class MappedGenerator(torch.nn.Module):
-    """A generator built from its family's `config` dataclass: first `synthesis`, which takes the
-    config fields named like its constructor's arguments, then `mapping` (that order keeps the
-    published state_dict order), which takes the config's `mapping_*` fields and `w_avg_beta`
-    plus `mapping_kwargs`, and always runs in float32."""
+    """A generator whose subclass builds `synthesis` and then `mapping` (that order keeps the
+    published state_dict order); the mapping always runs in float32. `config` is the family's
+    config dataclass the generator was built from."""
 
-    def __init__(self, config: Any, synthesis: Callable[..., torch.nn.Module], **mapping_kwargs: Any):
+    def __init__(self, config: Any):
         super().__init__()
         self.config = config
         self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
         self.img_resolution, self.img_channels = config.img_resolution, config.img_channels
-        arguments = inspect.signature(synthesis).parameters
-        self.synthesis = synthesis(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                                      if f.name in arguments})
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(config.z_dim, config.c_dim, config.w_dim, self.num_ws,
-                                      num_layers=config.mapping_layers, lr_multiplier=config.mapping_lr_multiplier,
-                                      w_avg_beta=config.w_avg_beta, **mapping_kwargs)
 
     def mapped_ws(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                   truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:

@@ -36,6 +36,7 @@ from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, 
                                config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import DEFAULT_RESAMPLE_FILTER, FullyConnectedLayer
+from creps.nets.mapping import MappingNetwork
 from creps.nets.modconv import (
     check_modconv_inputs,
     demodulation_coefficients,
@@ -270,8 +271,19 @@ class Generator(MappedGenerator):
     """StyleGAN2 generator: mapping network + 'skip' synthesis network."""
 
     def __init__(self, config: StyleGAN2Config):
-        super().__init__(config, SynthesisNetwork, embed_features=config.mapping_embed_features,
-                         layer_features=config.mapping_layer_features, w_avg_update_on="update_emas")
+        c = config
+        super().__init__(config)
+        self.synthesis = SynthesisNetwork(
+            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
+            num_fp16_res=c.num_fp16_res, conv_clamp=c.conv_clamp, use_noise=c.use_noise,
+            resample_filter=c.resample_filter, fused_modconv=c.fused_modconv,
+        )
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(
+            c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+            embed_features=c.mapping_embed_features, layer_features=c.mapping_layer_features,
+            lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta, w_avg_update_on="update_emas",
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from creps.nets.family import (REQUIRED_G, Capability, Family, GeneratorConfig, 
                                config_from_dict, translate_published)
 from creps.nets.generator import MappedGenerator, check_synthesis_inputs
 from creps.nets.layers import FullyConnectedLayer
+from creps.nets.mapping import MappingNetwork
 from creps.nets.modconv import (
     DEMOD_EPS,
     check_modconv_inputs,
@@ -431,7 +432,20 @@ class Generator(MappedGenerator):
     """StyleGAN3 generator (T; R with conv_kernel=1 and use_radial_filters=True)."""
 
     def __init__(self, config: StyleGAN3Config):
-        super().__init__(config, SynthesisNetwork, w_avg_update_on="update_emas")
+        c = config
+        super().__init__(config)
+        self.synthesis = SynthesisNetwork(
+            c.w_dim, c.img_resolution, c.img_channels, channel_base=c.channel_base, channel_max=c.channel_max,
+            num_layers=c.num_layers, num_critical=c.num_critical, first_cutoff=c.first_cutoff,
+            first_stopband=c.first_stopband, last_stopband_rel=c.last_stopband_rel, margin_size=c.margin_size,
+            output_scale=c.output_scale, num_fp16_res=c.num_fp16_res, conv_kernel=c.conv_kernel,
+            use_radial_filters=c.use_radial_filters, conv_clamp=c.conv_clamp,
+            magnitude_ema_beta=c.magnitude_ema_beta, fused_modconv=c.fused_modconv,
+        )
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(c.z_dim, c.c_dim, c.w_dim, self.num_ws, num_layers=c.mapping_layers,
+                                      lr_multiplier=c.mapping_lr_multiplier, w_avg_beta=c.w_avg_beta,
+                                      w_avg_update_on="update_emas")
 
 
 # ---------------------------------------------------------------------------------------------
