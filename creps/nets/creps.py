@@ -148,12 +148,14 @@ class BilineInput(torch.nn.Module):
                 cc = cc[region.left: region.left + region.width]
             return torch.cat([self._line(rc, 0, mod), self._line(cc, 1, mod)], dim=1)
 
-    def axis_line(self, w: torch.Tensor, rows: int, cols: int, axis: int, start: int, count: int) -> torch.Tensor:
-        """One half of the bi-line: rows start .. start + count (axis 0) or those columns (axis 1)
-        of the rows x cols grid, [N, count * rank, C]."""
+    def pieces(self, w: torch.Tensor, rows: int, cols: int, segments: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """Pieces of the bi-line one after the other, each (axis, start, count): rows start ..
+        start + count (axis 0) or those columns (axis 1) of the rows x cols grid,
+        [N, sum of count * rank, C]."""
         with autocast_off(w.device.type):
-            coords = self.axis_coords(rows, cols)[axis][start: start + count]
-            return self._line(coords, axis, self._modulation(w))
+            mod, coords = self._modulation(w), self.axis_coords(rows, cols)
+            return torch.cat([self._line(coords[axis][start: start + count], axis, mod)
+                              for axis, start, count in segments], dim=1)
 
 
 class LineBlock(torch.nn.Module):
@@ -312,10 +314,13 @@ class SynthesisNetwork(torch.nn.Module):
         band_top, row_band, col_bands = None, None, {}
         for part in split_region(window.height, window.width, tile):
             top, left = window.top + part.top, window.left + part.left
-            if top != band_top:
-                band_top, row_band = top, self._axis_lines(ws, rows, cols, 0, top, part.height)
-            if left not in col_bands:
-                col_bands[left] = self._axis_lines(ws, rows, cols, 1, left, part.width)
+            due = ([(0, top, part.height)] if top != band_top else []) + \
+                ([(1, left, part.width)] if left not in col_bands else [])
+            for (axis, start, _), band in zip(due, self._segment_lines(ws, rows, cols, due) if due else []):
+                if axis == 0:
+                    band_top, row_band = start, band
+                else:
+                    col_bands[start] = band
             lines = [torch.cat([r, c], dim=1) for r, c in zip(row_band, col_bands[left])]
             yield Region(top, left, part.height, part.width), self._pixels(ws, lines, part.height, part.width)
 
@@ -324,11 +329,15 @@ class SynthesisNetwork(torch.nn.Module):
         [N, (height + width) * rank, C] after each block that emits one."""
         return self._line_blocks(ws, lambda inp, w: inp(w, rows, cols, window))
 
-    def _axis_lines(self, ws: torch.Tensor, rows: int, cols: int, axis: int, start: int,
-                    count: int) -> list[torch.Tensor]:
-        """`_lines` of one half of the bi-line, rows (axis 0) or columns start .. start + count:
-        the line blocks act on each position alone, so a window's lines are its two halves."""
-        return self._line_blocks(ws, lambda inp, w: inp.axis_line(w, rows, cols, axis, start, count))
+    def _segment_lines(self, ws: torch.Tensor, rows: int, cols: int,
+                       segments: Sequence[tuple[int, int, int]]) -> list[list[torch.Tensor]]:
+        """`_lines` of pieces of the bi-line, each (axis, start, count): rows (axis 0) or columns
+        start .. start + count. The line blocks act on each position alone, so a window's lines
+        are its two halves; the pieces go through the blocks together (each styled weight is
+        made once) and come back apart, per piece."""
+        lines = self._line_blocks(ws, lambda inp, w: inp.pieces(w, rows, cols, segments))
+        sizes = [count * self.rank for _, _, count in segments]
+        return [list(piece) for piece in zip(*(line.split(sizes, dim=1) for line in lines))]
 
     def _line_blocks(self, ws: torch.Tensor, first: Callable) -> list[torch.Tensor]:
         """The line blocks from the input line `first(input_layer, w)`; the accumulated line after
