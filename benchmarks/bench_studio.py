@@ -3,7 +3,8 @@ size, through the studio's own API (request -> render thread -> PNG), printed as
 
 The network is a CREPS generator built from the same flags as train.py (full size by default,
 random weights: the time does not depend on them). Each view is asked for as the page asks:
-a preview (about 64 pixels a side) and the full render. `preview_during_full_ms` is the worst
+a preview (at most 64 pixels a side, smaller when the studio's timing of earlier previews says so;
+`preview_sizes`) and the full render. `preview_during_full_ms` is the worst
 case of the page: the view changes while a big full render runs, and the new preview waits
 for that render to reach its next tile (it is stopped there).
 
@@ -80,12 +81,16 @@ def main() -> None:
         async def measure():
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://studio", timeout=3600) as client:
+                sizes: list[str] = []  # WxH of each image of the last view asked for
+
                 async def ask(params: dict) -> float:
                     t0 = time.perf_counter()
                     r = await client.get("/api/render", params={"src": 0, "path": path.name, **params})
                     elapsed = time.perf_counter() - t0
                     if r.status_code != 200:
                         raise SystemExit(f"render failed: {r.status_code} {r.text}")
+                    rows_, cols_ = json.loads(r.headers["x-studio-view"])["image_size"]
+                    sizes.append(f"{cols_}x{rows_}")
                     return elapsed * 1000
 
                 await client.get("/api/network", params={"src": 0, "path": path.name})
@@ -96,9 +101,10 @@ def main() -> None:
                     pixels = (a.grid * a.grid * a.res * a.res if "cols" in params else
                               params.get("width", a.zoom) * params.get("height", a.zoom))
                     preview = [await ask({**params, "seed": i, "kind": "preview"}) for i in range(a.repeat)]
+                    preview_sizes = sizes[-a.repeat:]  # sized by the studio from its timing of earlier previews
                     full = [await ask({**params, "seed": i}) for i in range(a.repeat)]
                     rows.append({"view": name, "pixels": pixels, "preview_ms": round(statistics.median(preview), 1),
-                                 "full_ms": round(statistics.median(full), 1)})
+                                 "preview_sizes": preview_sizes, "full_ms": round(statistics.median(full), 1)})
                 # the page's worst case: a new preview while a big full render of the same view runs
                 big = views[-1][1]
                 waits, stopped = [], 0

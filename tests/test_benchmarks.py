@@ -44,6 +44,7 @@ def test_bench_studio_times_preview_and_full_views():
                                                  "zoom window 64x64 at 4x"]
     assert [v["pixels"] for v in out["views"]] == [1024, 4096, 4096, 4096]
     assert all(v["preview_ms"] > 0 and v["full_ms"] > 0 for v in out["views"]) and out["preview_during_full_ms"] > 0
+    assert out["views"][0]["preview_sizes"] == ["32x32"]  # smaller than a preview: the view itself
 def test_bench_projector_prints_speed_and_fit():
     out = bench("bench_projector.py", "--cfgs=creps", *TINY, "--map-depth=2", "--steps=1", "--fit-steps=4")
     assert out["res"] == 32 and out["speed"]["creps"]["sec_per_1000_steps"] > 0

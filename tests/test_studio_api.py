@@ -370,13 +370,13 @@ def test_creps_zoom_renders_just_the_window_at_the_scale(client, served):
     assert png(preview).shape == (64, 32, 3) and pinfo["full_size"] == [128, 256]
 
 
-def test_preview_factor_keeps_a_preview_within_its_pixel_budget():
+def test_preview_factor_keeps_a_preview_within_its_line_budget():
     assert views.preview_factor(256, 256) == 64 / 256  # no budget: PREVIEW_SIDE a side
     assert views.preview_factor(40, 30) == 1.0  # already small
-    k = views.preview_factor(256, 256, count=6, pixels=6000)
-    assert 6 * (256 * k) ** 2 == pytest.approx(6000) and k < 64 / 256
-    assert views.preview_factor(256, 256, count=6, pixels=10) == views.MIN_PREVIEW_SIDE / 256  # the floor
-    assert views.preview_factor(256, 256, pixels=1e9) == 64 / 256  # a fast network: the usual side
+    k = views.preview_factor(256, 256, count=6, lines=480)
+    assert 6 * 2 * 256 * k == pytest.approx(480) and k < 64 / 256  # 6 images of 40x40
+    assert views.preview_factor(256, 256, count=6, lines=10) == views.MIN_PREVIEW_SIDE / 256  # the floor
+    assert views.preview_factor(256, 256, lines=1e9) == 64 / 256  # a fast network: the usual side
 
 
 def test_previews_get_smaller_when_the_network_renders_them_slowly(served):
@@ -390,10 +390,10 @@ def test_previews_get_smaller_when_the_network_renders_them_slowly(served):
         assert view_info(first)["image_size"] == [64, 64]  # not timed yet: PREVIEW_SIDE a side
         (source,) = studio.preview_rate
         assert studio.preview_rate[source] > 0
-        studio.preview_rate[source] = 6 * 40 * 40 / studio.preview_seconds  # as if 6 x 40 x 40 pixels took that long
+        studio.preview_rate[source] = 6 * 80 / studio.preview_seconds  # as if 6 images of 40x40 took that long
         slow = client.get("/api/render", **params)
         assert view_info(slow)["image_size"] == [40, 40] and png(slow).shape == (80, 120, 3)
-        assert studio.preview_rate[source] != 6 * 40 * 40 / studio.preview_seconds  # timed again
+        assert studio.preview_rate[source] != 6 * 80 / studio.preview_seconds  # timed again
     finally:
         studio.close()
 

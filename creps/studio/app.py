@@ -65,11 +65,11 @@ class Studio:
         self.piece_pixels = piece_pixels or (self.tile * self.tile if cpu else 2**20)
         self.worker = RenderWorker()
         self.cache = NetworkCache(device, cache_size, load)
-        self.preview_rate: dict[str, float] = {}  # network -> pixels a second its previews rendered at
+        self.preview_rate: dict[str, float] = {}  # network -> rows and columns a second its previews rendered at
 
-    def preview_pixels(self, source: str) -> Optional[float]:
-        """How many pixels a preview of this network may have to render in `preview_seconds`
-        (None until one has been timed)."""
+    def preview_lines(self, source: str) -> Optional[float]:
+        """How many rows and columns (of all its images) a preview of this network may have, to
+        render in `preview_seconds` (None until one has been timed)."""
         rate = self.preview_rate.get(source)
         return None if rate is None or self.preview_seconds is None else rate * self.preview_seconds
 
@@ -85,10 +85,12 @@ class Studio:
         G = self.cache.get(source).G_ema
         check()
         image, info = views.render_view(G, view, before_each=check, tile=self.tile, max_pixels=self.piece_pixels,
-                                        preview_pixels=self.preview_pixels(source) if view.preview else None)
+                                        preview_lines=self.preview_lines(source) if view.preview else None)
         check()
-        if info["preview"] and info["ms"] > 0:  # the time includes what does not scale with pixels: a safe side
-            rate = image.shape[0] * image.shape[1] / (info["ms"] / 1000)
+        if info["preview"] and info["ms"] > 0:
+            rows, cols = info["image_size"]
+            count = (image.shape[0] // rows) * (image.shape[1] // cols)
+            rate = count * (rows + cols) / (info["ms"] / 1000)
             last = self.preview_rate.get(source)
             self.preview_rate[source] = rate if last is None else (last + rate) / 2
         return png_bytes(image), info

@@ -197,32 +197,33 @@ def check_view(G: torch.nn.Module, view: View) -> None:
         raise StudioError(f"class {view.class_idx} is out of range for a network with {G.c_dim} classes")
 
 
-def preview_factor(height: int, width: int, count: int = 1, pixels: Optional[float] = None) -> float:
+def preview_factor(height: int, width: int, count: int = 1, lines: Optional[float] = None) -> float:
     """How much smaller a preview of `count` images of height x width is: PREVIEW_SIDE pixels a
-    side at most, `pixels` pixels in all at most (when given), MIN_PREVIEW_SIDE a side at least
-    (unless the view is smaller than that)."""
+    side at most; at most `lines` rows and columns in all, when given (what a CREPS render costs
+    at these sizes goes mostly to its line blocks, which work on each row and column); at least
+    MIN_PREVIEW_SIDE a side (unless the view is smaller than that)."""
     side = max(height, width)
     k = min(1.0, PREVIEW_SIDE / side)
-    if pixels is not None:
-        k = min(k, max(math.sqrt(pixels / (count * height * width)), MIN_PREVIEW_SIDE / side))
-    return min(1.0, k)
+    if lines is not None:
+        k = min(k, max(lines / (count * (height + width)), MIN_PREVIEW_SIDE / side))
+    return k
 
 
-def preview_of(G: torch.nn.Module, view: View, count: int = 1, pixels: Optional[float] = None) -> View:
+def preview_of(G: torch.nn.Module, view: View, count: int = 1, lines: Optional[float] = None) -> View:
     """The same view at about PREVIEW_SIDE pixels a side (CREPS), or fewer to keep its `count`
-    images within `pixels` pixels: each image smaller, or for a zoom the same window at a
-    proportionally smaller scale."""
+    images within `lines` rows and columns (see preview_factor): each image smaller, or for a
+    zoom the same window at a proportionally smaller scale."""
     if view.mode == "zoom":
         rows, cols = generate.output_size(G, scale=view.scale)
         top, left, height, width = view.region or (0, 0, rows, cols)
-        k = preview_factor(height, width, 1, pixels)
+        k = preview_factor(height, width, 1, lines)
         scale = view.scale * k
         prows, pcols = generate.output_size(G, scale=scale)
         h, w = min(prows, max(2, round(height * k))), min(pcols, max(2, round(width * k)))
         t, l = min(prows - h, math.floor(top * k)), min(pcols - w, math.floor(left * k))
         return replace(view, scale=scale, region=(t, l, h, w))
     rows, cols = view.size or generate.output_size(G)
-    k = preview_factor(rows, cols, count, pixels)
+    k = preview_factor(rows, cols, count, lines)
     return replace(view, size=(max(2, round(rows * k)), max(2, round(cols * k))))
 
 
@@ -258,18 +259,18 @@ def _count_and_size(G: torch.nn.Module, view: View,
 
 def render_view(G: torch.nn.Module, view: View, before_each: Optional[Callable[[], None]] = None,
                 tile: int = 256, max_pixels: int = 2**18,
-                preview_pixels: Optional[float] = None) -> tuple[np.ndarray, dict]:
+                preview_lines: Optional[float] = None) -> tuple[np.ndarray, dict]:
     """The view as one uint8 HWC image and what it shows (size, scale, region, timing). CREPS
     views render in tiles of at most `tile` pixels a side, `max_pixels` pixels at a time;
     `before_each()` runs before each piece (it raises to stop a render no longer wanted). A
-    preview has `preview_pixels` pixels at most (see preview_of)."""
+    preview has `preview_lines` rows and columns at most (see preview_of)."""
     check_view(G, view)
     full = view
     # a projection's file is read once, here: its ws decide how many images the view has
     extra = {"projected": load_projection(G, view)} if view.mode == "projection" else {}
     count, (full_rows, full_cols) = _count_and_size(G, full, **extra)
     if view.preview and generate.supports_any_scale(G):
-        view = preview_of(G, view, count, preview_pixels)
+        view = preview_of(G, view, count, preview_lines)
     _, (rows, cols) = _count_and_size(G, view, **extra)
     if count * rows * cols > MAX_PIXELS:
         raise StudioError(f"the view would be {count} images of {cols}x{rows} pixels, more than "
