@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,14 @@ def test_preview_factor_keeps_a_preview_within_its_line_budget():
     assert views.preview_factor(256, 256, lines=1e9) == 64 / 256  # a fast network: the usual side
 
 
+def test_lines_within_fits_what_every_render_costs_and_what_each_line_does():
+    assert views.lines_within([(128, 0.25)], 0.2) == pytest.approx(102.4)  # one size: the plain rate
+    # 0.11 s whatever the size, plus 1.09 ms a line: 82 lines fit in 0.2 s
+    assert views.lines_within([(128, 0.25), (64, 0.18), (96, 0.215)], 0.2) == pytest.approx(82.3, abs=0.1)
+    assert views.lines_within([(128, 0.25), (64, 0.18)], 0.1) == 0  # even the fixed cost is over the budget
+    assert views.lines_within([(128, 0.2), (64, 0.25)], 0.2) == pytest.approx(0.2 * 192 / 0.45)  # noise: the rate
+
+
 def test_previews_get_smaller_when_the_network_renders_them_slowly(served):
     """The studio times each preview of a network; the next ones are sized to render in
     preview_seconds at that pace (a slow network or machine: coarser previews, sooner)."""
@@ -388,12 +397,12 @@ def test_previews_get_smaller_when_the_network_renders_them_slowly(served):
         params = dict(src=0, path=snapshot_rel(served), seed=1, cols=3, rows=2, width=200, height=200, kind="preview")
         first = client.get("/api/render", **params)
         assert view_info(first)["image_size"] == [64, 64]  # not timed yet: PREVIEW_SIDE a side
-        (source,) = studio.preview_rate
-        assert studio.preview_rate[source] > 0
-        studio.preview_rate[source] = 6 * 80 / studio.preview_seconds  # as if 6 images of 40x40 took that long
+        (source,) = studio.preview_times
+        assert list(studio.preview_times[source])[0][0] == 6 * 128  # six images, 64 rows and 64 columns each
+        studio.preview_times[source] = deque([(6 * 80, studio.preview_seconds)])  # as if 6 images of 40x40 took that
         slow = client.get("/api/render", **params)
         assert view_info(slow)["image_size"] == [40, 40] and png(slow).shape == (80, 120, 3)
-        assert studio.preview_rate[source] != 6 * 80 / studio.preview_seconds  # timed again
+        assert len(studio.preview_times[source]) == 2  # timed again
     finally:
         studio.close()
 

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import traceback
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -65,13 +66,15 @@ class Studio:
         self.piece_pixels = piece_pixels or (self.tile * self.tile if cpu else 2**20)
         self.worker = RenderWorker()
         self.cache = NetworkCache(device, cache_size, load)
-        self.preview_rate: dict[str, float] = {}  # network -> rows and columns a second its previews rendered at
+        self.preview_times: dict[str, deque[tuple[int, float]]] = {}  # network -> its last previews' (lines, s)
 
     def preview_lines(self, source: str) -> Optional[float]:
         """How many rows and columns (of all its images) a preview of this network may have, to
         render in `preview_seconds` (None until one has been timed)."""
-        rate = self.preview_rate.get(source)
-        return None if rate is None or self.preview_seconds is None else rate * self.preview_seconds
+        samples = self.preview_times.get(source)
+        if not samples or self.preview_seconds is None:
+            return None
+        return views.lines_within(samples, self.preview_seconds)
 
     def network_info(self, source: str, check: Callable[[], None]) -> dict[str, Any]:
         snap = self.cache.get(source)
@@ -90,9 +93,7 @@ class Studio:
         if info["preview"] and info["ms"] > 0:
             rows, cols = info["image_size"]
             count = (image.shape[0] // rows) * (image.shape[1] // cols)
-            rate = count * (rows + cols) / (info["ms"] / 1000)
-            last = self.preview_rate.get(source)
-            self.preview_rate[source] = rate if last is None else (last + rate) / 2
+            self.preview_times.setdefault(source, deque(maxlen=8)).append((count * (rows + cols), info["ms"] / 1000))
         return png_bytes(image), info
 
     def close(self) -> None:

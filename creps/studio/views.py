@@ -19,7 +19,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -207,6 +207,20 @@ def preview_factor(height: int, width: int, count: int = 1, lines: Optional[floa
     if lines is not None:
         k = min(k, max(lines / (count * (height + width)), MIN_PREVIEW_SIDE / side))
     return k
+
+
+def lines_within(samples: Sequence[tuple[float, float]], seconds: float) -> float:
+    """How many rows and columns render in `seconds`, from timed renders [(lines, seconds)]: the
+    straight line s = a + b * lines through them when their sizes differ (a is what every render
+    costs whatever its size: styling the weights, the mapping), else their plain rate."""
+    xs, ys = [x for x, _ in samples], [y for _, y in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mx) ** 2 for x in xs)
+    if spread > 0:
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
+        if b > 0:
+            return max(0.0, (seconds - max(0.0, my - b * mx)) / b)
+    return seconds * sum(xs) / sum(ys)
 
 
 def preview_of(G: torch.nn.Module, view: View, count: int = 1, lines: Optional[float] = None) -> View:
