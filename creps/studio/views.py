@@ -67,30 +67,27 @@ class View:
 # Parameters -> View
 
 
-def _int(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+def _number(params: Mapping[str, str], name: str, default, lo, hi, kind: type = int):
+    """params[name] as an int (or `kind`) within [lo, hi]; `default` when absent or empty."""
     text = params.get(name)
     if text in (None, ""):
         return default
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise StudioError(f"{name}: expected a whole number, got {text!r}") from None
-    if not lo <= value <= hi:
-        raise StudioError(f"{name}: {value} is out of range ({lo} to {hi})")
+        raise StudioError(f"{name}: expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        bounds = f"{lo} to {hi}" if kind is int else f"{lo:g} to {hi:g}"
+        raise StudioError(f"{name}: {value if kind is int else text} is out of range ({bounds})")
     return value
+
+
+def _int(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    return _number(params, name, default, lo, hi)
 
 
 def _float(params: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    text = params.get(name)
-    if text in (None, ""):
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise StudioError(f"{name}: expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise StudioError(f"{name}: {text} is out of range ({lo:g} to {hi:g})")
-    return value
+    return _number(params, name, default, lo, hi, float)
 
 
 def _seed_list(params: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -332,7 +329,8 @@ def _mix(G, view: View, pieces):
     rows_ws = _latents(G, view.row_seeds, view)
     cols_ws = _latents(G, view.col_seeds, view)
     nr, nc = len(view.row_seeds), len(view.col_seeds)
-    mixed = [generate.mix_styles(rows_ws[i: i + 1], cols_ws[j: j + 1], view.layers) for i in range(nr) for j in range(nc)]
+    mixed = [generate.mix_styles(rows_ws[i: i + 1], cols_ws[j: j + 1], view.layers)
+             for i in range(nr) for j in range(nc)]
     images = pieces(torch.cat([cols_ws, rows_ws, *mixed]))
     cells = [np.zeros_like(images[:1]), images[:nc]]  # the published layout: a blank corner, column seeds on top
     for i in range(nr):  # each row: the row seed, then its mixes with every column seed
